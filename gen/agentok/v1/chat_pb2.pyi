@@ -1,0 +1,91 @@
+import datetime
+
+from agentok.v1 import chat_enums_pb2 as _chat_enums_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Chat(_message.Message):
+    __slots__ = ("id", "name", "from_type", "from_flow", "status", "error", "created_at", "updated_at", "input_prompt", "last_seq")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FROM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FROM_FLOW_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    from_type: str
+    from_flow: str
+    status: _chat_enums_pb2.ChatStatus.Value
+    error: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    input_prompt: str
+    last_seq: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_prompt: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("id", "chat_id", "seq", "type", "sender", "receiver", "content", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    chat_id: str
+    seq: int
+    type: _chat_enums_pb2.MessageType.Value
+    sender: str
+    receiver: str
+    content: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[_chat_enums_pb2.MessageType.Value, str]] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., content: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ChatEvent(_message.Message):
+    __slots__ = ("seq", "chat_id", "time", "message_added", "status_changed", "chat_deleted", "keep_alive")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ADDED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    CHAT_DELETED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    chat_id: str
+    time: _timestamp_pb2.Timestamp
+    message_added: Message
+    status_changed: StatusChanged
+    chat_deleted: ChatDeleted
+    keep_alive: KeepAlive
+    def __init__(self, seq: _Optional[int] = ..., chat_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_added: _Optional[_Union[Message, _Mapping]] = ..., status_changed: _Optional[_Union[StatusChanged, _Mapping]] = ..., chat_deleted: _Optional[_Union[ChatDeleted, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...) -> None: ...
+
+class StatusChanged(_message.Message):
+    __slots__ = ("status", "error", "input_prompt")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    status: _chat_enums_pb2.ChatStatus.Value
+    error: str
+    input_prompt: str
+    def __init__(self, status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., input_prompt: _Optional[str] = ...) -> None: ...
+
+class ChatDeleted(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeepAlive(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,107 @@
+"""Wires settings, storage, domain and transport into one runnable gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agentok.v1 import chat_service_pb2_grpc, flow_service_pb2_grpc
+
+from .domain.chats import ChatService
+from .domain.events import EventHub
+from .domain.flows import FlowService
+from .domain.keys import KeyService
+from .domain.runs import RunManager
+from .engine.llm import LlmClient
+from .settings import Settings
+from .storage.repository import Repository, make_engine
+from .transport.authz import AuthorizationServicer
+from .transport.servicers import ChatServicer, FlowServicer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    repo: Repository
+    keys: KeyService
+    chats: ChatService
+    flows: FlowService
+    runs: RunManager
+    hub: EventHub
+    llm: LlmClient
+
+    async def close(self) -> None:
+        self.hub.close_all()
+        await self.runs.shutdown()
+        await self.llm.aclose()
+        self.repo.dispose()
+
+
+def open_repository(settings: Settings) -> Repository:
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    repo = Repository(make_engine(settings.effective_database_url))
+    repo.create_schema()
+    return repo
+
+
+def build_app(settings: Settings) -> App:
+    repo = open_repository(settings)
+    hub = EventHub()
+    llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts)
+    runs = RunManager(repo, hub, llm, settings)
+    return App(
+        settings=settings,
+        repo=repo,
+        keys=KeyService(repo, cache_seconds=settings.key_cache_seconds),
+        chats=ChatService(repo, hub, runs, keepalive_seconds=settings.watch_keepalive_seconds),
+        flows=FlowService(repo),
+        runs=runs,
+        hub=hub,
+        llm=llm,
+    )
+
+
+async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
+    """Builds the server and binds it; port 0 picks a free port (tests)."""
+    server = grpc.aio.server()
+    keys = app.keys if app.settings.auth_enabled else None
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(app.chats, keys), server)
+    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, keys), server)
+    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(app.keys), server)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind the gRPC server to {address}")
+    return server, port
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Runs until SIGTERM/SIGINT, then stops accepting, ends watch streams and stops runs cleanly."""
+    app = build_app(settings)
+    await app.runs.fail_interrupted()
+    server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    log.info("gRPC server listening on %s:%d", settings.grpc_host, port)
+    print(f"agentok gRPC server listening on {settings.grpc_host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down")
+    app.hub.close_all()
+    await server.stop(settings.shutdown_grace_seconds)
+    await app.close()

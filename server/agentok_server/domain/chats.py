@@ -1,0 +1,180 @@
+"""Chat rules and the chat state machine:
+
+    ready/completed/error --SendMessage--> running --(agent needs a person)--> wait_for_human_input
+    wait_for_human_input --SendInput--> running --(run ends)--> completed | error
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from ..engine.flow_spec import FlowSpec, parse_flow
+from ..storage.repository import Repository
+from . import paging
+from .errors import FailedPrecondition, InvalidArgument, chat_not_found, flow_not_found, invalid_field
+from .events import EventHub
+from .model import Chat, ChatEvent, ChatStatus, EventKind, Message, MessageType, NewMessage, StatusChange
+from .runs import RunManager
+
+STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
+
+
+class ChatService:
+    def __init__(self, repo: Repository, hub: EventHub, runs: RunManager, *, keepalive_seconds: float) -> None:
+        self._repo = repo
+        self._hub = hub
+        self._runs = runs
+        self._keepalive = keepalive_seconds
+
+    async def _get(self, owner: str, chat_id: str) -> Chat:
+        if not chat_id:
+            raise invalid_field("chat_id", "is required")
+        chat = await self._repo.get_chat(owner, chat_id)
+        if chat is None:
+            raise chat_not_found(chat_id)
+        return chat
+
+    async def get(self, owner: str, chat_id: str) -> Chat:
+        return await self._get(owner, chat_id)
+
+    async def list(self, owner: str, page_size: int, page_token: str) -> tuple[list[Chat], str]:
+        limit = paging.page_size(page_size, default=50, maximum=500)
+        chats = await self._repo.list_chats(owner, limit + 1, paging.decode_time_id(page_token))
+        if len(chats) <= limit:
+            return chats, ""
+        last = chats[limit - 1]
+        return chats[:limit], paging.encode(last.created_at.isoformat(), last.id)
+
+    async def create(self, owner: str, name: str, from_type: str, from_flow: str) -> Chat:
+        if from_type != "flow":
+            raise invalid_field("from_type", f"must be \"flow\" (got {from_type!r})")
+        if not from_flow:
+            raise invalid_field("from_flow", "is required: the id of a flow to run")
+        flow = await self._repo.get_flow(owner, from_flow)
+        if flow is None:
+            raise flow_not_found(from_flow)
+        return await self._repo.insert_chat(
+            owner=owner, name=name.strip() or flow.name, from_type=from_type, from_flow=from_flow, graph=flow.graph
+        )
+
+    async def delete(self, owner: str, chat_id: str) -> None:
+        await self._get(owner, chat_id)
+        await self._runs.stop(chat_id)
+        chat = await self._repo.delete_chat(owner, chat_id)
+        if chat is None:
+            raise chat_not_found(chat_id)
+        # A run started while the first one was being stopped finds its chat gone on its next step.
+        await self._runs.stop(chat_id)
+        self._hub.publish(
+            [ChatEvent(chat_id=chat_id, seq=chat.last_seq + 1, time=datetime.now(UTC), kind=EventKind.DELETED)]
+        )
+
+    async def _spec(self, chat_id: str) -> FlowSpec:
+        graph = await self._repo.get_chat_graph(chat_id)
+        try:
+            return parse_flow(graph)
+        except InvalidArgument as exc:
+            raise FailedPrecondition(
+                f"the chat's flow can no longer run: {exc.message}", reason="FLOW_NOT_RUNNABLE"
+            ) from None
+
+    async def send_message(self, owner: str, chat_id: str, text: str) -> tuple[Chat, Message]:
+        if not text.strip():
+            raise invalid_field("message", "is required and must not be empty")
+        chat = await self._get(owner, chat_id)
+        self._check_startable(chat)
+        spec = await self._spec(chat_id)
+        initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
+        first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
+        result = await self._repo.apply_step(
+            chat_id, [StatusChange(ChatStatus.RUNNING), first], require=STARTABLE, owner=owner
+        )
+        if result is None:
+            # The chat changed between the read and the write: report what it is now.
+            self._check_startable(await self._get(owner, chat_id))
+            raise chat_not_found(chat_id)
+        self._hub.publish(result.events)
+        self._runs.start(chat_id, spec, text)
+        message = result.events[-1].message
+        assert message is not None
+        return result.chat, message
+
+    @staticmethod
+    def _check_startable(chat: Chat) -> None:
+        if chat.status is ChatStatus.RUNNING:
+            raise FailedPrecondition(
+                "the chat is running: wait until it is completed before sending a new message",
+                reason="CHAT_RUNNING",
+                metadata={"chat_id": chat.id, "status": chat.status.value},
+            )
+        if chat.status is ChatStatus.WAITING:
+            raise FailedPrecondition(
+                "the chat is waiting for human input: answer with POST /chats/{chat_id}/input (SendInput)",
+                reason="CHAT_WAITING_FOR_INPUT",
+                metadata={"chat_id": chat.id, "status": chat.status.value},
+            )
+
+    async def send_input(self, owner: str, chat_id: str, answer: str | None) -> Chat:
+        if answer is None:
+            raise invalid_field("message", "is required (send \"\" to skip, \"exit\" to end the conversation)")
+        chat = await self._get(owner, chat_id)
+        if chat.status is not ChatStatus.WAITING or not self._runs.is_waiting(chat_id):
+            raise FailedPrecondition(
+                f"the chat is not waiting for human input (status: {chat.status.value})",
+                reason="CHAT_NOT_WAITING",
+                metadata={"chat_id": chat_id, "status": chat.status.value},
+            )
+        result = await self._repo.apply_step(
+            chat_id, [StatusChange(ChatStatus.RUNNING)], require=[ChatStatus.WAITING], owner=owner
+        )
+        if result is None:
+            raise FailedPrecondition("the chat is no longer waiting for human input", reason="CHAT_NOT_WAITING")
+        self._hub.publish(result.events)
+        self._runs.deliver_input(chat_id, answer)
+        return result.chat
+
+    async def list_messages(
+        self, owner: str, chat_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Message], str]:
+        limit = paging.page_size(page_size, default=100, maximum=1000)
+        after = paging.decode_seq(page_token)
+        await self._get(owner, chat_id)
+        messages = await self._repo.list_messages(chat_id, limit + 1, after)
+        if len(messages) <= limit:
+            return messages, ""
+        return messages[:limit], paging.encode(messages[limit - 1].seq)
+
+    async def watch(self, owner: str, chat_id: str, after_seq: int) -> AsyncIterator[ChatEvent]:
+        """Stored events after `after_seq`, then live ones; subscribing first means none fall in between."""
+        if after_seq < 0:
+            raise invalid_field("after_seq", "must not be negative")
+        await self._get(owner, chat_id)
+        return self._watch(owner, chat_id, after_seq)
+
+    async def _watch(self, owner: str, chat_id: str, after_seq: int) -> AsyncIterator[ChatEvent]:
+        with self._hub.subscribe(chat_id) as sub:
+            last = after_seq
+            for event in await self._repo.events_after(chat_id, after_seq):
+                yield event
+                last = event.seq
+            chat = await self._repo.get_chat(owner, chat_id)
+            if chat is None:  # deleted before we subscribed
+                yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
+                return
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), self._keepalive)
+                except TimeoutError:
+                    yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
+                    continue
+                if event is None:
+                    return
+                if event.kind is EventKind.DELETED:
+                    yield event
+                    return
+                if event.seq <= last:
+                    continue
+                yield event
+                last = event.seq

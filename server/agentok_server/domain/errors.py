@@ -1,0 +1,54 @@
+"""Domain errors. The transport layer maps each class to one gRPC status code, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class DomainError(Exception):
+    """A rule of the service was broken; `reason` is a stable UPPER_SNAKE identifier for clients."""
+
+    reason: str = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.field_violations = list(field_violations)
+
+
+class NotFound(DomainError):
+    reason = "NOT_FOUND"
+
+
+class InvalidArgument(DomainError):
+    reason = "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(DomainError):
+    reason = "FAILED_PRECONDITION"
+
+
+class Unauthenticated(DomainError):
+    reason = "UNAUTHENTICATED"
+
+
+def invalid_field(field: str, description: str, *, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    return InvalidArgument(f"{field}: {description}", reason=reason, field_violations=[(field, description)])
+
+
+def chat_not_found(chat_id: str) -> NotFound:
+    return NotFound(f"chat {chat_id!r} not found", reason="CHAT_NOT_FOUND", metadata={"chat_id": chat_id})
+
+
+def flow_not_found(flow_id: str) -> NotFound:
+    return NotFound(f"flow {flow_id!r} not found", reason="FLOW_NOT_FOUND", metadata={"flow_id": flow_id})

@@ -1,0 +1,49 @@
+"""Flow rules: a flow is validated by the engine's parser before it is stored."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..engine.flow_spec import parse_flow
+from ..storage.repository import Repository
+from . import paging
+from .errors import flow_not_found
+from .model import Flow
+
+
+def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
+    """The graph as clients may read it back: a model API key in llm_config is never echoed."""
+    llm = graph.get("llm_config")
+    if isinstance(llm, dict) and llm.get("api_key"):
+        graph = copy.deepcopy(graph)
+        graph["llm_config"]["api_key"] = "<redacted>"
+    return graph
+
+
+class FlowService:
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
+        spec = parse_flow(graph)
+        return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
+
+    async def get(self, owner: str, flow_id: str) -> Flow:
+        flow = await self._repo.get_flow(owner, flow_id)
+        if flow is None:
+            raise flow_not_found(flow_id)
+        return flow
+
+    async def list(self, owner: str, page_size: int, page_token: str) -> tuple[list[Flow], str]:
+        limit = paging.page_size(page_size, default=50, maximum=500)
+        flows = await self._repo.list_flows(owner, limit + 1, paging.decode_time_id(page_token))
+        if len(flows) <= limit:
+            return flows, ""
+        last = flows[limit - 1]
+        assert last.created_at is not None
+        return flows[:limit], paging.encode(last.created_at.isoformat(), last.id)
+
+    async def delete(self, owner: str, flow_id: str) -> None:
+        if not await self._repo.delete_flow(owner, flow_id):
+            raise flow_not_found(flow_id)

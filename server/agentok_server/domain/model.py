@@ -1,0 +1,107 @@
+"""Domain types: plain dataclasses, independent of SQL tables and proto messages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ChatStatus(enum.StrEnum):
+    READY = "ready"
+    RUNNING = "running"
+    WAITING = "wait_for_human_input"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+    @property
+    def in_run(self) -> bool:
+        return self in (ChatStatus.RUNNING, ChatStatus.WAITING)
+
+
+class MessageType(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: str
+    owner: str
+    name: str
+    from_type: str
+    from_flow: str
+    status: ChatStatus
+    error: str
+    input_prompt: str
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    chat_id: str
+    seq: int
+    type: MessageType
+    sender: str
+    receiver: str
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message the engine or a client produced, before storage gives it an id and a seq."""
+
+    type: MessageType
+    sender: str
+    receiver: str
+    content: str
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: ChatStatus
+    error: str = ""
+    input_prompt: str = ""
+
+
+class EventKind(enum.StrEnum):
+    MESSAGE = "message"
+    STATUS = "status"
+    DELETED = "deleted"
+    KEEPALIVE = "keepalive"
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    chat_id: str
+    seq: int
+    time: datetime
+    kind: EventKind
+    message: Message | None = None
+    status: StatusChange | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    id: str
+    owner: str
+    name: str
+    graph: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    owner: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None

@@ -1,0 +1,90 @@
+"""A client for OpenAI-compatible chat-completions endpoints (the one boundary tests replace)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .flow_spec import LlmConfig
+
+
+class LlmError(Exception):
+    """The model endpoint failed; the message names the endpoint and the reason, never the key."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    model: str
+    api_key: str | None
+    temperature: float | None
+    max_tokens: int | None
+
+
+def resolve_endpoint(flow: LlmConfig, *, base_url: str | None, model: str, api_key: str | None) -> Endpoint:
+    """The flow's llm_config wins over the server's settings, field by field."""
+    url = flow.base_url or base_url
+    if not url:
+        raise LlmError(
+            "no model endpoint configured: set AGENTOK_LLM_BASE_URL on the server or llm_config.base_url in the flow"
+        )
+    return Endpoint(
+        base_url=url.rstrip("/"),
+        model=flow.model or model,
+        api_key=flow.api_key or api_key,
+        temperature=flow.temperature,
+        max_tokens=flow.max_tokens,
+    )
+
+
+class _Transient(Exception):
+    pass
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, _Transient | httpx.TransportError)
+
+
+class LlmClient:
+    def __init__(self, *, timeout: float, attempts: int) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout)
+        self._attempts = attempts
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str:
+        body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
+        if endpoint.temperature is not None:
+            body["temperature"] = endpoint.temperature
+        if endpoint.max_tokens is not None:
+            body["max_tokens"] = endpoint.max_tokens
+        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        url = f"{endpoint.base_url}/chat/completions"
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                retry=retry_if_exception(_is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._http.post(url, json=body, headers=headers)
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _Transient(f"HTTP {response.status_code}")
+        except _Transient as exc:
+            raise LlmError(f"model endpoint {endpoint.base_url} failed: {exc}") from None
+        except httpx.TimeoutException:
+            raise LlmError(f"model endpoint {endpoint.base_url} timed out") from None
+        except httpx.TransportError as exc:
+            raise LlmError(f"model endpoint {endpoint.base_url} unreachable: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise LlmError(f"model endpoint {endpoint.base_url} refused the request: HTTP {response.status_code}")
+        try:
+            content = response.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise LlmError(f"model endpoint {endpoint.base_url} returned a malformed response") from None
+        return content if isinstance(content, str) else ""

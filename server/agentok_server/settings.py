@@ -1,0 +1,46 @@
+"""Typed settings: one object, read from environment variables prefixed AGENTOK_ (and DATABASE_URL)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTOK_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Where the default SQLite file lives.")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTOK_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL; default is an SQLite file in data_dir.",
+    )
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    envoy_admin_port: int = 9901
+    envoy_concurrency: int = 1
+
+    # Turning auth off exists only to measure its cost (make bench); never in a deployment.
+    auth_enabled: bool = True
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=1.0, description="Revocation takes effect within this.")
+
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_timeout_seconds: float = 60.0
+    llm_attempts: int = Field(default=3, ge=1)
+
+    watch_keepalive_seconds: float = Field(default=15.0, gt=0)
+    shutdown_grace_seconds: float = 5.0
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'agentok.db').resolve()}"

@@ -1,0 +1,76 @@
+"""Rows -> domain types (one direction; the repository builds rows from domain values itself)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, EventKind, Flow, Message, MessageType, StatusChange
+from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, StatusEventRow
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite drops tzinfo; every stored time is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def chat(row: ChatRow) -> Chat:
+    return Chat(
+        id=row.id,
+        owner=row.owner,
+        name=row.name,
+        from_type=row.from_type,
+        from_flow=row.from_flow,
+        status=ChatStatus(row.status),
+        error=row.error,
+        input_prompt=row.input_prompt,
+        last_seq=row.last_seq,
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+    )
+
+
+def message(row: MessageRow) -> Message:
+    return Message(
+        id=row.id,
+        chat_id=row.chat_id,
+        seq=row.seq,
+        type=MessageType(row.type),
+        sender=row.sender,
+        receiver=row.receiver,
+        content=row.content,
+        created_at=utc(row.created_at),
+    )
+
+
+def message_event(row: MessageRow) -> ChatEvent:
+    msg = message(row)
+    return ChatEvent(chat_id=msg.chat_id, seq=msg.seq, time=msg.created_at, kind=EventKind.MESSAGE, message=msg)
+
+
+def status_event(row: StatusEventRow) -> ChatEvent:
+    change = StatusChange(status=ChatStatus(row.status), error=row.error, input_prompt=row.input_prompt)
+    return ChatEvent(
+        chat_id=row.chat_id, seq=row.seq, time=utc(row.created_at), kind=EventKind.STATUS, status=change
+    )
+
+
+def flow(row: FlowRow) -> Flow:
+    return Flow(
+        id=row.id,
+        owner=row.owner,
+        name=row.name,
+        graph=row.graph,
+        warnings=list(row.warnings),
+        created_at=utc(row.created_at),
+    )
+
+
+def api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        owner=row.owner,
+        prefix=row.prefix,
+        created_at=utc(row.created_at),
+        revoked_at=utc(row.revoked_at) if row.revoked_at else None,
+    )

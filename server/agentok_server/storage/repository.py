@@ -1,0 +1,308 @@
+"""All SQL lives here. Methods are async so a PostgreSQL implementation can await its driver;
+on SQLite they run inline: a short local transaction is cheaper than a hop to a worker thread."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, Flow, Message, NewMessage, StatusChange
+from . import convert
+from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, StatusEventRow
+
+CHAT = ChatRow.__table__  # type: ignore[attr-defined]
+MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
+STATUS_EVENT = StatusEventRow.__table__  # type: ignore[attr-defined]
+FLOW = FlowRow.__table__  # type: ignore[attr-defined]
+API_KEY = ApiKeyRow.__table__  # type: ignore[attr-defined]
+
+StepItem = NewMessage | StatusChange
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class StepResult:
+    chat: Chat
+    events: list[ChatEvent]
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL: readers never block the writer; NORMAL: no fsync per commit (still crash-safe in WAL).
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Repository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(self._engine)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    # --- API keys -------------------------------------------------------------------------------
+
+    async def insert_key(self, *, name: str, owner: str, prefix: str, secret_hash: str) -> ApiKey:
+        row = {
+            "id": new_id(),
+            "name": name,
+            "owner": owner,
+            "prefix": prefix,
+            "secret_hash": secret_hash,
+            "created_at": now(),
+            "revoked_at": None,
+        }
+        with self._engine.begin() as conn:
+            conn.execute(API_KEY.insert().values(**row))
+        return convert.api_key(ApiKeyRow(**row))
+
+    async def list_keys(self) -> list[ApiKey]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(API_KEY).order_by(API_KEY.c.created_at, API_KEY.c.id)).all()
+        return [convert.api_key(r) for r in rows]
+
+    async def count_active_keys(self) -> int:
+        with self._engine.connect() as conn:
+            return len(conn.execute(select(API_KEY.c.id).where(API_KEY.c.revoked_at.is_(None))).all())
+
+    async def revoke_key(self, key_id: str) -> bool:
+        with self._engine.begin() as conn:
+            res = conn.execute(
+                update(API_KEY)
+                .where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+        return bool(res.rowcount)
+
+    async def owner_for_key_hash(self, secret_hash: str) -> str | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(API_KEY.c.owner).where(
+                    API_KEY.c.secret_hash == secret_hash, API_KEY.c.revoked_at.is_(None)
+                )
+            ).first()
+        return row.owner if row else None
+
+    # --- flows ----------------------------------------------------------------------------------
+
+    async def insert_flow(self, *, owner: str, name: str, graph: dict[str, Any], warnings: list[str]) -> Flow:
+        row = {"id": new_id(), "owner": owner, "name": name, "graph": graph, "warnings": warnings}
+        row["created_at"] = now()
+        with self._engine.begin() as conn:
+            conn.execute(FLOW.insert().values(**row))
+        return convert.flow(FlowRow(**row))
+
+    async def get_flow(self, owner: str, flow_id: str) -> Flow | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner)).first()
+        return convert.flow(row) if row else None
+
+    async def list_flows(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Flow]:
+        query = select(FLOW).where(FLOW.c.owner == owner)
+        if after:
+            query = query.where(_before(FLOW, after))
+        query = query.order_by(FLOW.c.created_at.desc(), FLOW.c.id.desc()).limit(limit)
+        with self._engine.connect() as conn:
+            return [convert.flow(r) for r in conn.execute(query).all()]
+
+    async def delete_flow(self, owner: str, flow_id: str) -> bool:
+        with self._engine.begin() as conn:
+            res = conn.execute(delete(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner))
+        return bool(res.rowcount)
+
+    # --- chats ----------------------------------------------------------------------------------
+
+    async def insert_chat(
+        self, *, owner: str, name: str, from_type: str, from_flow: str, graph: dict[str, Any]
+    ) -> Chat:
+        at = now()
+        row = {
+            "id": new_id(),
+            "owner": owner,
+            "name": name,
+            "from_type": from_type,
+            "from_flow": from_flow,
+            "graph": graph,
+            "status": ChatStatus.READY.value,
+            "error": "",
+            "input_prompt": "",
+            "last_seq": 0,
+            "created_at": at,
+            "updated_at": at,
+        }
+        with self._engine.begin() as conn:
+            conn.execute(CHAT.insert().values(**row))
+        return convert.chat(ChatRow(**row))
+
+    async def get_chat(self, owner: str, chat_id: str) -> Chat | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)
+            ).first()
+        return convert.chat(row) if row else None
+
+    async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(CHAT.c.graph).where(CHAT.c.id == chat_id)).first()
+        return row.graph if row else None
+
+    async def list_chats(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Chat]:
+        query = select(*_chat_columns()).where(CHAT.c.owner == owner)
+        if after:
+            query = query.where(_before(CHAT, after))
+        query = query.order_by(CHAT.c.created_at.desc(), CHAT.c.id.desc()).limit(limit)
+        with self._engine.connect() as conn:
+            return [convert.chat(r) for r in conn.execute(query).all()]
+
+    async def list_chats_in_status(self, statuses: Sequence[ChatStatus]) -> list[Chat]:
+        query = select(*_chat_columns()).where(CHAT.c.status.in_([s.value for s in statuses]))
+        with self._engine.connect() as conn:
+            return [convert.chat(r) for r in conn.execute(query).all()]
+
+    async def delete_chat(self, owner: str, chat_id: str) -> Chat | None:
+        """Deletes the chat with its history in one transaction; returns it as it was."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
+            conn.execute(delete(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id))
+            conn.execute(delete(CHAT).where(CHAT.c.id == chat_id))
+        return convert.chat(row)
+
+    async def apply_step(
+        self,
+        chat_id: str,
+        items: Sequence[StepItem],
+        *,
+        require: Sequence[ChatStatus] | None = None,
+        owner: str | None = None,
+    ) -> StepResult | None:
+        """Appends messages and status changes to a chat as one transaction.
+
+        Returns None, writing nothing, when the chat is gone (or not the owner's) or its status is not
+        in `require`: the check and the writes share the transaction, so two concurrent callers cannot
+        both pass it.
+        """
+        at = now()
+        with self._engine.begin() as conn:
+            row = _lock_chat(conn, chat_id, owner)
+            if row is None or (require is not None and ChatStatus(row.status) not in require):
+                return None
+            seq = row.last_seq
+            events: list[ChatEvent] = []
+            values: dict[str, Any] = {"updated_at": at}
+            for item in items:
+                seq += 1
+                if isinstance(item, NewMessage):
+                    msg_row = {
+                        "id": new_id(),
+                        "chat_id": chat_id,
+                        "seq": seq,
+                        "type": item.type.value,
+                        "sender": item.sender,
+                        "receiver": item.receiver,
+                        "content": item.content,
+                        "created_at": at,
+                    }
+                    conn.execute(MESSAGE.insert().values(**msg_row))
+                    events.append(convert.message_event(MessageRow(**msg_row)))
+                else:
+                    ev_row = {
+                        "chat_id": chat_id,
+                        "seq": seq,
+                        "status": item.status.value,
+                        "error": item.error,
+                        "input_prompt": item.input_prompt,
+                        "created_at": at,
+                    }
+                    conn.execute(STATUS_EVENT.insert().values(**ev_row))
+                    events.append(convert.status_event(StatusEventRow(**ev_row)))
+                    values.update(status=item.status.value, error=item.error, input_prompt=item.input_prompt)
+            values["last_seq"] = seq
+            conn.execute(update(CHAT).where(CHAT.c.id == chat_id).values(**values))
+            updated = row._asdict() | values
+        return StepResult(chat=convert.chat(_AttrDict(updated)), events=events)
+
+    # --- history --------------------------------------------------------------------------------
+
+    async def list_messages(self, chat_id: str, limit: int, after_seq: int) -> list[Message]:
+        query = (
+            select(MESSAGE)
+            .where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)
+            .order_by(MESSAGE.c.seq)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [convert.message(r) for r in conn.execute(query).all()]
+
+    async def events_after(self, chat_id: str, after_seq: int) -> list[ChatEvent]:
+        with self._engine.connect() as conn:
+            msgs = conn.execute(
+                select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)
+            ).all()
+            statuses = conn.execute(
+                select(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id, STATUS_EVENT.c.seq > after_seq)
+            ).all()
+        events = [convert.message_event(r) for r in msgs] + [convert.status_event(r) for r in statuses]
+        events.sort(key=lambda e: e.seq)
+        return events
+
+
+class _AttrDict(dict[str, Any]):
+    """Lets the row converters read a merged dict like a row."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
+def _chat_columns() -> list[Any]:
+    # Every column but the flow snapshot, which only the run needs.
+    return [c for c in CHAT.c if c.name != "graph"]
+
+
+def _before(table: Any, after: tuple[datetime, str]) -> Any:
+    created_at, row_id = after
+    return (table.c.created_at < created_at) | ((table.c.created_at == created_at) & (table.c.id < row_id))
+
+
+def _lock_chat(conn: Connection, chat_id: str, owner: str | None) -> Any:
+    query = select(*_chat_columns()).where(CHAT.c.id == chat_id)
+    if owner is not None:
+        query = query.where(CHAT.c.owner == owner)
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return conn.execute(query).first()

@@ -1,0 +1,80 @@
+"""SQLModel tables. Kept apart from domain types; storage/convert.py maps between them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True)
+    name: str
+    owner: str = Field(index=True)
+    prefix: str
+    # SHA-256 of the secret: keys are 256-bit random, so a fast hash is enough (no brute force possible).
+    secret_hash: str = Field(unique=True, index=True)
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class FlowRow(SQLModel, table=True):
+    __tablename__ = "flow"
+    __table_args__ = (Index("ix_flow_owner_created", "owner", "created_at", "id"),)
+
+    id: str = Field(primary_key=True)
+    owner: str
+    name: str
+    graph: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    warnings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+
+
+class ChatRow(SQLModel, table=True):
+    __tablename__ = "chat"
+    __table_args__ = (Index("ix_chat_owner_created", "owner", "created_at", "id"),)
+
+    id: str = Field(primary_key=True)
+    owner: str
+    name: str
+    from_type: str
+    from_flow: str
+    # The flow as it was when the chat was created: deleting or changing the flow does not break the chat.
+    graph: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str
+    error: str = ""
+    input_prompt: str = ""
+    last_seq: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (UniqueConstraint("chat_id", "seq", name="uq_message_chat_seq"),)
+
+    id: str = Field(primary_key=True)
+    chat_id: str = Field(foreign_key="chat.id", ondelete="CASCADE")
+    seq: int
+    type: str
+    sender: str
+    receiver: str
+    content: str
+    created_at: datetime
+
+
+class StatusEventRow(SQLModel, table=True):
+    """Status changes, stored so that WatchChat can replay them after `after_seq`."""
+
+    __tablename__ = "status_event"
+
+    chat_id: str = Field(foreign_key="chat.id", ondelete="CASCADE", primary_key=True)
+    seq: int = Field(primary_key=True)
+    status: str
+    error: str = ""
+    input_prompt: str = ""
+    created_at: datetime

@@ -1,0 +1,75 @@
+"""Domain types -> proto messages (requests are read field by field in the servicers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from agentok.v1 import chat_enums_pb2, chat_pb2, flow_pb2
+
+from ..domain.flows import public_graph
+from ..domain.model import Chat, ChatEvent, ChatStatus, EventKind, Flow, Message, MessageType
+
+_STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus}
+_TYPE = {t: chat_enums_pb2.MessageType.Value.Value(t.value) for t in MessageType}
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def chat(c: Chat) -> chat_pb2.Chat:
+    return chat_pb2.Chat(
+        id=c.id,
+        name=c.name,
+        from_type=c.from_type,
+        from_flow=c.from_flow,
+        status=_STATUS[c.status],
+        error=c.error,
+        created_at=timestamp(c.created_at),
+        updated_at=timestamp(c.updated_at),
+        input_prompt=c.input_prompt,
+        last_seq=c.last_seq,
+    )
+
+
+def message(m: Message) -> chat_pb2.Message:
+    return chat_pb2.Message(
+        id=m.id,
+        chat_id=m.chat_id,
+        seq=m.seq,
+        type=_TYPE[m.type],
+        sender=m.sender,
+        receiver=m.receiver,
+        content=m.content,
+        created_at=timestamp(m.created_at),
+    )
+
+
+def event(e: ChatEvent) -> chat_pb2.ChatEvent:
+    out = chat_pb2.ChatEvent(seq=e.seq, chat_id=e.chat_id, time=timestamp(e.time))
+    if e.kind is EventKind.MESSAGE and e.message is not None:
+        out.message_added.CopyFrom(message(e.message))
+    elif e.kind is EventKind.STATUS and e.status is not None:
+        out.status_changed.CopyFrom(
+            chat_pb2.StatusChanged(
+                status=_STATUS[e.status.status], error=e.status.error, input_prompt=e.status.input_prompt
+            )
+        )
+    elif e.kind is EventKind.DELETED:
+        out.chat_deleted.SetInParent()
+    else:
+        out.keep_alive.SetInParent()
+    return out
+
+
+def flow(f: Flow) -> flow_pb2.Flow:
+    graph = struct_pb2.Struct()
+    graph.update(public_graph(f.graph))
+    out = flow_pb2.Flow(id=f.id, name=f.name, flow=graph, warnings=f.warnings)
+    if f.created_at is not None:
+        out.created_at.CopyFrom(timestamp(f.created_at))
+    return out

@@ -1,0 +1,42 @@
+"""The one place where domain errors become gRPC statuses (AIP-193: ErrorInfo + BadRequest details)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ..domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+
+ERROR_DOMAIN = "agentok.ai"
+
+_CODES: dict[type[DomainError], int] = {
+    NotFound: code_pb2.NOT_FOUND,
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+}
+
+
+def status_proto(err: DomainError) -> status_pb2.Status:
+    code = next((c for cls, c in _CODES.items() if isinstance(err, cls)), code_pb2.INTERNAL)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata))
+    details = [info]
+    if err.field_violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in err.field_violations
+                ]
+            )
+        )
+        details.append(bad)
+    return status_pb2.Status(code=code, message=err.message, details=details)
+
+
+def to_grpc_status(err: DomainError) -> grpc.Status:
+    return rpc_status.to_status(status_proto(err))

@@ -1,0 +1,51 @@
+"""Generate Python stubs and the Envoy descriptor set from proto/.
+
+Usage: python tools/gen.py [OUT_DIR]   (default: gen/)
+The staleness test runs it into a temporary directory and compares with gen/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import grpc_tools
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = ROOT / "proto"
+THIRD_PARTY = ROOT / "third_party"
+DESCRIPTOR_NAME = "agentok_descriptor.pb"
+
+
+def _protoc(args: list[str]) -> None:
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    full = ["grpc_tools.protoc", f"-I{PROTO}", f"-I{THIRD_PARTY}", f"-I{wkt}", *args]
+    if protoc.main(full) != 0:
+        raise SystemExit(f"protoc failed: {' '.join(args)}")
+
+
+def generate(out: Path) -> None:
+    sources = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    pkg = out / "agentok"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    out.mkdir(parents=True, exist_ok=True)
+    _protoc([f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *sources])
+    for d in [pkg, *[p for p in pkg.rglob("*") if p.is_dir()]]:
+        (d / "__init__.py").write_text("")
+    # Envoy's transcoder needs the google.rpc error types in the descriptor to print error bodies.
+    _protoc(
+        [
+            "--include_imports",
+            f"--descriptor_set_out={out / DESCRIPTOR_NAME}",
+            *sources,
+            "google/rpc/status.proto",
+            "google/rpc/error_details.proto",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "gen")
