@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: install gen lint test run bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) node_modules/.installed
+
+## gen: regenerate gen/ (Python stubs + Envoy descriptor) from proto/
+gen: $(STAMP)
+	$(PY) tools/gen.py
+
+## lint: buf lint on the proto, ruff and mypy on the Python
+lint: install
+	$(BUF) lint
+	$(PY) -m ruff check server tests tools bench
+	$(PY) -m mypy
+
+## test: install everything and run the whole suite (what CI runs)
+test: lint
+	$(PY) -m pytest
+
+## run: the gRPC server and Envoy on the embedded SQLite default
+run: install gen
+	$(VENV)/bin/agentok run
+
+## bench: the speed figures reported in the README
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules data .bench

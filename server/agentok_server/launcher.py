@@ -1,0 +1,74 @@
+"""`agentok run`: the gRPC server and Envoy together, with a first API key, as `make run` promises."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .app import open_repository, serve
+from .domain.keys import KeyService
+from .edge.envoy_process import EnvoyProcess
+from .settings import Settings
+
+GEN_DESCRIPTOR = "gen/agentok_descriptor.pb"
+
+
+async def ensure_first_key(settings: Settings) -> str | None:
+    """Creates a key when none is active; returns its secret (shown once), else None."""
+    repo = open_repository(settings)
+    try:
+        if await repo.count_active_keys():
+            return None
+        _, secret = await KeyService(repo, cache_seconds=0).create("first key", "default")
+        return secret
+    finally:
+        repo.dispose()
+
+
+def _banner(settings: Settings, secret: str | None) -> str:
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    key = secret or "<your key>"
+    lines = [
+        "",
+        "agentok-grpc is running (Ctrl-C stops it).",
+        f"  REST (through Envoy):        {base}",
+        f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}  (metadata x-api-key)",
+        f"  gRPC server (direct, local): {settings.grpc_host}:{settings.grpc_port}",
+        f"  database:                    {settings.effective_database_url}",
+    ]
+    if secret:
+        lines.append(f"  first API key (shown once):  {secret}")
+    else:
+        lines.append("  API key: one exists already; create another with `.venv/bin/agentok keys create NAME`")
+    lines += ["", "Try:", f"  curl -s {base}/chats -H 'X-API-KEY: {key}'", ""]
+    return "\n".join(lines)
+
+
+async def _run(settings: Settings) -> None:
+    secret = await ensure_first_key(settings)
+    ready = asyncio.Event()
+    server = asyncio.create_task(serve(settings, ready=ready))
+    ready_wait = asyncio.create_task(ready.wait())
+    await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        ready_wait.cancel()
+        server.result()  # raises why the server could not start
+        return
+    envoy = EnvoyProcess(
+        work_dir=settings.data_dir / "envoy",
+        listen_host=settings.http_host,
+        listen_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        upstream_host=settings.grpc_host,
+        upstream_port=settings.grpc_port,
+        concurrency=settings.envoy_concurrency,
+    )
+    try:
+        await asyncio.to_thread(envoy.start)
+        print(_banner(settings, secret), flush=True)
+        await server
+    finally:
+        envoy.stop()
+
+
+def run_stack(settings: Settings) -> None:
+    asyncio.run(_run(settings))

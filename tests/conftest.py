@@ -1,0 +1,47 @@
+"""Session fixtures: one fake model server, and one real server + Envoy stack over a fresh SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .support.fake_llm import FakeLlm, FakeLlmServer
+from .support.stack import Stack, create_key
+
+
+@dataclass(frozen=True)
+class Keys:
+    alice: str
+    bob: str
+    alice_id: str
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[FakeLlmServer]:
+    server = FakeLlmServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_llm(llm_server: FakeLlmServer) -> FakeLlm:
+    return llm_server.fake
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer) -> Iterator[Stack]:
+    root: Path = tmp_path_factory.mktemp("stack")
+    s = Stack(root, llm_server.base_url)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def keys(stack: Stack) -> Keys:
+    alice_id, alice = create_key(stack.env, "alice-dev", "alice")
+    _, bob = create_key(stack.env, "bob-dev", "bob")
+    return Keys(alice=alice, bob=bob, alice_id=alice_id)

@@ -1,0 +1,121 @@
+"""Real processes for end-to-end tests: the gRPC server (`agentok serve`) and Envoy in front of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentok_server.edge.envoy_process import EnvoyProcess
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agentok_cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run(
+        [str(VENV_BIN / "agentok"), *args], env=env, check=True, capture_output=True, text=True, timeout=60
+    )
+    return out.stdout
+
+
+def create_key(env: dict[str, str], name: str, owner: str) -> tuple[str, str]:
+    """Returns (key id, secret) using the real CLI: the secret is the last line of stdout."""
+    out = agentok_cli(env, "keys", "create", name, "--owner", owner).strip().splitlines()
+    key_id = out[0].split()[3]
+    return key_id, out[-1]
+
+
+class ServerProcess:
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+        self.env = env
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([str(VENV_BIN / "agentok"), "serve"], env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+                try:
+                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not become healthy")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class Stack:
+    """One server + one Envoy on free loopback ports, over a fresh SQLite file in `root`."""
+
+    def __init__(self, root: Path, llm_base_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.env = {
+            **os.environ,
+            "AGENTOK_DATA_DIR": str(root / "data"),
+            "AGENTOK_GRPC_PORT": str(free_port()),
+            "AGENTOK_LLM_BASE_URL": llm_base_url,
+            "AGENTOK_LLM_MODEL": "echo",
+            "AGENTOK_LLM_ATTEMPTS": "2",
+            "AGENTOK_WATCH_KEEPALIVE_SECONDS": "1",
+            **(extra_env or {}),
+        }
+        self.server = ServerProcess(self.env, int(self.env["AGENTOK_GRPC_PORT"]), root / "server.log")
+        self.envoy = EnvoyProcess(
+            work_dir=root / "envoy",
+            listen_host="127.0.0.1",
+            listen_port=free_port(),
+            admin_port=free_port(),
+            upstream_host="127.0.0.1",
+            upstream_port=self.server.port,
+        )
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.envoy.listen_port}"
+
+    @property
+    def edge_target(self) -> str:
+        return f"127.0.0.1:{self.envoy.listen_port}"
+
+    def start(self) -> Stack:
+        self.server.start()
+        self.envoy.start()
+        return self
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.server.stop()
