@@ -40,6 +40,7 @@ run: install gen
 
 ## bench: the speed figures reported in the README
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run.py
 
 clean:

@@ -36,13 +36,15 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """One key per line: id, name, owner, prefix, created, status. Never the secret."""
-    for key in asyncio.run(_key_service(Settings()).list()):
+    for key in asyncio.run(_key_service(Settings()).list_keys()):
         status = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
         typer.echo(f"{key.id}\t{key.name}\t{key.owner}\t{key.prefix}…\t{key.created_at.isoformat()}\t{status}")
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (first column of `keys list`).")]) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (first column of `keys list`).")],
+) -> None:
     """Revokes a key; servers stop accepting it within a second."""
     from .domain.errors import NotFound
 

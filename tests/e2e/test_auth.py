@@ -7,7 +7,6 @@ import time
 import grpc
 import httpx
 import pytest
-
 from agentok.v1 import chat_service_pb2
 
 from ..conftest import Keys
@@ -88,7 +87,11 @@ def test_internal_services_are_not_exposed_at_the_edge(stack: Stack, keys: Keys)
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         with pytest.raises(grpc.RpcError) as err:
             stub.Check(external_auth_pb2.CheckRequest(), metadata=(("x-api-key", keys.alice),), timeout=10)
-        assert err.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+        assert err.value.code() in (
+            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
 
 
 def test_healthz_needs_no_key(stack: Stack) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from agentok.v1 import chat_enums_pb2, chat_service_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
-from agentok.v1 import chat_enums_pb2, chat_service_pb2
 
 from ..conftest import Keys
 from ..support.api import Grpc, real_flow, unique_model, with_model
@@ -44,7 +43,9 @@ def test_full_session_and_watch_resume(client: Grpc, fake_llm: FakeLlm) -> None:
 
     stream = client.watch(chat.id)
     sent = client.chats.SendMessage(
-        chat_service_pb2.SendMessageRequest(chat_id=chat.id, message="hi"), metadata=client.metadata, timeout=10
+        chat_service_pb2.SendMessageRequest(chat_id=chat.id, message="hi"),
+        metadata=client.metadata,
+        timeout=10,
     )
     assert sent.chat.status == Status.running and sent.message.seq == 2
     first = _until_status(stream, {Status.wait_for_human_input})
@@ -54,7 +55,9 @@ def test_full_session_and_watch_resume(client: Grpc, fake_llm: FakeLlm) -> None:
     assert first[3].event.status_changed.input_prompt.startswith("Replying as UserProxy.")
 
     reply = client.chats.SendInput(
-        chat_service_pb2.SendInputRequest(chat_id=chat.id, message="more"), metadata=client.metadata, timeout=10
+        chat_service_pb2.SendInputRequest(chat_id=chat.id, message="more"),
+        metadata=client.metadata,
+        timeout=10,
     )
     assert reply.chat.status == Status.running
 
@@ -66,7 +69,9 @@ def test_full_session_and_watch_resume(client: Grpc, fake_llm: FakeLlm) -> None:
     assert contents == ["more", "two"]
 
     listed = client.chats.ListMessages(
-        chat_service_pb2.ListMessagesRequest(chat_id=chat.id, page_size=2), metadata=client.metadata, timeout=10
+        chat_service_pb2.ListMessagesRequest(chat_id=chat.id, page_size=2),
+        metadata=client.metadata,
+        timeout=10,
     )
     assert [m.content for m in listed.messages] == ["hi", "one"] and listed.next_page_token
     rest_of = client.chats.ListMessages(
@@ -77,7 +82,9 @@ def test_full_session_and_watch_resume(client: Grpc, fake_llm: FakeLlm) -> None:
     assert [m.content for m in rest_of.messages] == ["more", "two"] and not rest_of.next_page_token
 
     client.chats.SendInput(
-        chat_service_pb2.SendInputRequest(chat_id=chat.id, message="exit"), metadata=client.metadata, timeout=10
+        chat_service_pb2.SendInputRequest(chat_id=chat.id, message="exit"),
+        metadata=client.metadata,
+        timeout=10,
     )
     client.chats.DeleteChat(chat_service_pb2.DeleteChatRequest(chat_id=chat.id), metadata=client.metadata, timeout=10)
     with pytest.raises(grpc.RpcError) as err:
@@ -90,7 +97,9 @@ def test_errors_carry_error_info_and_field_violations(client: Grpc) -> None:
     chat = client.create_chat(flow_id)
     with pytest.raises(grpc.RpcError) as err:
         client.chats.SendMessage(
-            chat_service_pb2.SendMessageRequest(chat_id=chat.id, message="  "), metadata=client.metadata, timeout=10
+            chat_service_pb2.SendMessageRequest(chat_id=chat.id, message="  "),
+            metadata=client.metadata,
+            timeout=10,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(err.value)
@@ -101,7 +110,9 @@ def test_errors_carry_error_info_and_field_violations(client: Grpc) -> None:
 
     with pytest.raises(grpc.RpcError) as err:
         client.chats.SendInput(
-            chat_service_pb2.SendInputRequest(chat_id=chat.id, message="x"), metadata=client.metadata, timeout=10
+            chat_service_pb2.SendInputRequest(chat_id=chat.id, message="x"),
+            metadata=client.metadata,
+            timeout=10,
         )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not waiting" in (err.value.details() or "")

@@ -10,9 +10,14 @@ from typing import Any
 
 import grpc
 import httpx
+from agentok.v1 import (
+    chat_pb2,
+    chat_service_pb2,
+    chat_service_pb2_grpc,
+    flow_service_pb2,
+    flow_service_pb2_grpc,
+)
 from google.protobuf import struct_pb2
-
-from agentok.v1 import chat_pb2, chat_service_pb2, chat_service_pb2_grpc, flow_service_pb2, flow_service_pb2_grpc
 
 FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-flows"
 TERMINAL = {"completed", "error"}
@@ -47,7 +52,11 @@ def two_agent_flow(
         "nodes": [
             {"id": "init", "type": "initializer", "data": {"class": "Initializer", "name": "Initializer"}},
             {"id": "a", "type": a_type, "data": {"class": "UserProxyAgent", "name": "User", **(a or {})}},
-            {"id": "b", "type": b_type, "data": {"class": "AssistantAgent", "name": "Assistant", **(b or {})}},
+            {
+                "id": "b",
+                "type": b_type,
+                "data": {"class": "AssistantAgent", "name": "Assistant", **(b or {})},
+            },
         ],
         "edges": [
             {"id": "e0", "source": "init", "target": "a"},

@@ -1,7 +1,7 @@
 """Chat rules and the chat state machine:
 
-    ready/completed/error --SendMessage--> running --(agent needs a person)--> wait_for_human_input
-    wait_for_human_input --SendInput--> running --(run ends)--> completed | error
+ready/completed/error --SendMessage--> running --(agent needs a person)--> wait_for_human_input
+wait_for_human_input --SendInput--> running --(run ends)--> completed | error
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ChatService:
     async def get(self, owner: str, chat_id: str) -> Chat:
         return await self._get(owner, chat_id)
 
-    async def list(self, owner: str, page_size: int, page_token: str) -> tuple[list[Chat], str]:
+    async def list_chats(self, owner: str, page_size: int, page_token: str) -> tuple[list[Chat], str]:
         limit = paging.page_size(page_size, default=50, maximum=500)
         chats = await self._repo.list_chats(owner, limit + 1, paging.decode_time_id(page_token))
         if len(chats) <= limit:
@@ -49,14 +49,18 @@ class ChatService:
 
     async def create(self, owner: str, name: str, from_type: str, from_flow: str) -> Chat:
         if from_type != "flow":
-            raise invalid_field("from_type", f"must be \"flow\" (got {from_type!r})")
+            raise invalid_field("from_type", f'must be "flow" (got {from_type!r})')
         if not from_flow:
             raise invalid_field("from_flow", "is required: the id of a flow to run")
         flow = await self._repo.get_flow(owner, from_flow)
         if flow is None:
             raise flow_not_found(from_flow)
         return await self._repo.insert_chat(
-            owner=owner, name=name.strip() or flow.name, from_type=from_type, from_flow=from_flow, graph=flow.graph
+            owner=owner,
+            name=name.strip() or flow.name,
+            from_type=from_type,
+            from_flow=from_flow,
+            graph=flow.graph,
         )
 
     async def delete(self, owner: str, chat_id: str) -> None:
@@ -118,7 +122,7 @@ class ChatService:
 
     async def send_input(self, owner: str, chat_id: str, answer: str | None) -> Chat:
         if answer is None:
-            raise invalid_field("message", "is required (send \"\" to skip, \"exit\" to end the conversation)")
+            raise invalid_field("message", 'is required (send "" to skip, "exit" to end the conversation)')
         chat = await self._get(owner, chat_id)
         if chat.status is not ChatStatus.WAITING or not self._runs.is_waiting(chat_id):
             raise FailedPrecondition(
@@ -156,16 +160,18 @@ class ChatService:
     async def _watch(self, owner: str, chat_id: str, after_seq: int) -> AsyncIterator[ChatEvent]:
         with self._hub.subscribe(chat_id) as sub:
             last = after_seq
-            for event in await self._repo.events_after(chat_id, after_seq):
-                yield event
-                last = event.seq
+            for stored in await self._repo.events_after(chat_id, after_seq):
+                yield stored
+                last = stored.seq
             chat = await self._repo.get_chat(owner, chat_id)
             if chat is None:  # deleted before we subscribed
                 yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
                 return
             while True:
+                event: ChatEvent | None
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), self._keepalive)
+                    async with asyncio.timeout(self._keepalive):
+                        event = await sub.queue.get()
                 except TimeoutError:
                     yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
                     continue

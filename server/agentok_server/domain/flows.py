@@ -35,7 +35,7 @@ class FlowService:
             raise flow_not_found(flow_id)
         return flow
 
-    async def list(self, owner: str, page_size: int, page_token: str) -> tuple[list[Flow], str]:
+    async def list_flows(self, owner: str, page_size: int, page_token: str) -> tuple[list[Flow], str]:
         limit = paging.page_size(page_size, default=50, maximum=500)
         flows = await self._repo.list_flows(owner, limit + 1, paging.decode_time_id(page_token))
         if len(flows) <= limit:

@@ -32,11 +32,14 @@ class KeyService:
             raise invalid_field("owner", "must not be empty")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = await self._repo.insert_key(
-            name=name.strip(), owner=owner.strip(), prefix=secret[: len(KEY_PREFIX) + 6], secret_hash=hash_secret(secret)
+            name=name.strip(),
+            owner=owner.strip(),
+            prefix=secret[: len(KEY_PREFIX) + 6],
+            secret_hash=hash_secret(secret),
         )
         return key, secret
 
-    async def list(self) -> list[ApiKey]:
+    async def list_keys(self) -> list[ApiKey]:
         return await self._repo.list_keys()
 
     async def revoke(self, key_id: str) -> None:

@@ -89,7 +89,9 @@ class RunManager:
                 future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
                 manager._waiting[chat_id] = future
                 await manager._step(
-                    chat_id, [StatusChange(ChatStatus.WAITING, input_prompt=prompt)], require=[ChatStatus.RUNNING]
+                    chat_id,
+                    [StatusChange(ChatStatus.WAITING, input_prompt=prompt)],
+                    require=[ChatStatus.RUNNING],
                 )
                 return await future
 
@@ -113,7 +115,9 @@ class RunManager:
     async def _end_with_error(self, chat_id: str, error: str) -> None:
         try:
             await self._step(
-                chat_id, [StatusChange(ChatStatus.ERROR, error=error)], require=[ChatStatus.RUNNING, ChatStatus.WAITING]
+                chat_id,
+                [StatusChange(ChatStatus.ERROR, error=error)],
+                require=[ChatStatus.RUNNING, ChatStatus.WAITING],
             )
         except _ChatGone:
             pass

@@ -86,9 +86,7 @@ class TwoAgentConversation:
         kind = MessageType.USER if reply.by_human or sender.kind == "user" else MessageType.ASSISTANT
         await io.say(NewMessage(type=kind, sender=sender.name, receiver=receiver.name, content=reply.content))
 
-    async def _generate_reply(
-        self, agent: AgentSpec, sender: AgentSpec, io: RunIO
-    ) -> tuple[_Reply | None, str]:
+    async def _generate_reply(self, agent: AgentSpec, sender: AgentSpec, io: RunIO) -> tuple[_Reply | None, str]:
         """AutoGen's reply pipeline: human/termination check, then the model, then the default reply."""
         last = self.state.history[-1].content
         counter = self.state.auto_replies.get(agent.node_id, 0)

@@ -36,7 +36,10 @@ class HumanInputMode(enum.StrEnum):
 
 # AutoGen's per-class defaults (UserProxyAgent asks always, ConversableAgent at termination).
 _DEFAULT_MODE = {"user": HumanInputMode.ALWAYS, "conversable": HumanInputMode.TERMINATE}
-_DEFAULT_SYSTEM = {"assistant": "You are a helpful AI assistant.", "conversable": "You are a helpful AI Assistant."}
+_DEFAULT_SYSTEM = {
+    "assistant": "You are a helpful AI assistant.",
+    "conversable": "You are a helpful AI Assistant.",
+}
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,9 @@ def parse_flow(flow: Any) -> FlowSpec:
                 "only one two-agent chat per flow is supported yet; this edge joins other agents",
             )
     max_turns_raw = data.get("max_turns")
-    max_turns = None if max_turns_raw in (None, 0) else _int(max_turns_raw, f"flow.edges[{index}].data.max_turns", minimum=1)
+    max_turns = (
+        None if max_turns_raw in (None, 0) else _int(max_turns_raw, f"flow.edges[{index}].data.max_turns", minimum=1)
+    )
     if agents[first].name == agents[recipient].name:
         raise _fail("flow.nodes", f"the two agents are both named {agents[first].name!r}: names must differ")
     return FlowSpec(

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, EventKind, Flow, Message, MessageType, StatusChange
-from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, StatusEventRow
+from ..domain.model import (
+    ApiKey,
+    Chat,
+    ChatEvent,
+    ChatStatus,
+    EventKind,
+    Flow,
+    Message,
+    MessageType,
+    StatusChange,
+)
+
+# A table object or a Core Row: both expose the columns as attributes.
+RowLike = Any
 
 
 def utc(value: datetime) -> datetime:
@@ -13,7 +26,7 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def chat(row: ChatRow) -> Chat:
+def chat(row: RowLike) -> Chat:
     return Chat(
         id=row.id,
         owner=row.owner,
@@ -29,7 +42,7 @@ def chat(row: ChatRow) -> Chat:
     )
 
 
-def message(row: MessageRow) -> Message:
+def message(row: RowLike) -> Message:
     return Message(
         id=row.id,
         chat_id=row.chat_id,
@@ -42,19 +55,17 @@ def message(row: MessageRow) -> Message:
     )
 
 
-def message_event(row: MessageRow) -> ChatEvent:
+def message_event(row: RowLike) -> ChatEvent:
     msg = message(row)
     return ChatEvent(chat_id=msg.chat_id, seq=msg.seq, time=msg.created_at, kind=EventKind.MESSAGE, message=msg)
 
 
-def status_event(row: StatusEventRow) -> ChatEvent:
+def status_event(row: RowLike) -> ChatEvent:
     change = StatusChange(status=ChatStatus(row.status), error=row.error, input_prompt=row.input_prompt)
-    return ChatEvent(
-        chat_id=row.chat_id, seq=row.seq, time=utc(row.created_at), kind=EventKind.STATUS, status=change
-    )
+    return ChatEvent(chat_id=row.chat_id, seq=row.seq, time=utc(row.created_at), kind=EventKind.STATUS, status=change)
 
 
-def flow(row: FlowRow) -> Flow:
+def flow(row: RowLike) -> Flow:
     return Flow(
         id=row.id,
         owner=row.owner,
@@ -65,7 +76,7 @@ def flow(row: FlowRow) -> Flow:
     )
 
 
-def api_key(row: ApiKeyRow) -> ApiKey:
+def api_key(row: RowLike) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,

@@ -71,7 +71,7 @@ class Repository:
     # --- API keys -------------------------------------------------------------------------------
 
     async def insert_key(self, *, name: str, owner: str, prefix: str, secret_hash: str) -> ApiKey:
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "name": name,
             "owner": owner,
@@ -96,25 +96,21 @@ class Repository:
     async def revoke_key(self, key_id: str) -> bool:
         with self._engine.begin() as conn:
             res = conn.execute(
-                update(API_KEY)
-                .where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None))
-                .values(revoked_at=now())
+                update(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None)).values(revoked_at=now())
             )
         return bool(res.rowcount)
 
     async def owner_for_key_hash(self, secret_hash: str) -> str | None:
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(API_KEY.c.owner).where(
-                    API_KEY.c.secret_hash == secret_hash, API_KEY.c.revoked_at.is_(None)
-                )
+                select(API_KEY.c.owner).where(API_KEY.c.secret_hash == secret_hash, API_KEY.c.revoked_at.is_(None))
             ).first()
         return row.owner if row else None
 
     # --- flows ----------------------------------------------------------------------------------
 
     async def insert_flow(self, *, owner: str, name: str, graph: dict[str, Any], warnings: list[str]) -> Flow:
-        row = {"id": new_id(), "owner": owner, "name": name, "graph": graph, "warnings": warnings}
+        row: dict[str, Any] = {"id": new_id(), "owner": owner, "name": name, "graph": graph, "warnings": warnings}
         row["created_at"] = now()
         with self._engine.begin() as conn:
             conn.execute(FLOW.insert().values(**row))
@@ -144,7 +140,7 @@ class Repository:
         self, *, owner: str, name: str, from_type: str, from_flow: str, graph: dict[str, Any]
     ) -> Chat:
         at = now()
-        row = {
+        row: dict[str, Any] = {
             "id": new_id(),
             "owner": owner,
             "name": name,
@@ -164,9 +160,7 @@ class Repository:
 
     async def get_chat(self, owner: str, chat_id: str) -> Chat | None:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)
-            ).first()
+            row = conn.execute(select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
         return convert.chat(row) if row else None
 
     async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None:
@@ -190,9 +184,7 @@ class Repository:
     async def delete_chat(self, owner: str, chat_id: str) -> Chat | None:
         """Deletes the chat with its history in one transaction; returns it as it was."""
         with self._engine.begin() as conn:
-            row = conn.execute(
-                select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)
-            ).first()
+            row = conn.execute(select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
             if row is None:
                 return None
             conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
@@ -225,7 +217,7 @@ class Repository:
             for item in items:
                 seq += 1
                 if isinstance(item, NewMessage):
-                    msg_row = {
+                    msg_row: dict[str, Any] = {
                         "id": new_id(),
                         "chat_id": chat_id,
                         "seq": seq,
@@ -238,7 +230,7 @@ class Repository:
                     conn.execute(MESSAGE.insert().values(**msg_row))
                     events.append(convert.message_event(MessageRow(**msg_row)))
                 else:
-                    ev_row = {
+                    ev_row: dict[str, Any] = {
                         "chat_id": chat_id,
                         "seq": seq,
                         "status": item.status.value,
@@ -268,9 +260,7 @@ class Repository:
 
     async def events_after(self, chat_id: str, after_seq: int) -> list[ChatEvent]:
         with self._engine.connect() as conn:
-            msgs = conn.execute(
-                select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)
-            ).all()
+            msgs = conn.execute(select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)).all()
             statuses = conn.execute(
                 select(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id, STATUS_EVENT.c.seq > after_seq)
             ).all()

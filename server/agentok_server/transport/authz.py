@@ -23,7 +23,11 @@ def _deny_body(err: Unauthenticated) -> str:
             "code": code_pb2.UNAUTHENTICATED,
             "message": err.message,
             "details": [
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.reason, "domain": ERROR_DOMAIN}
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": err.reason,
+                    "domain": ERROR_DOMAIN,
+                }
             ],
         }
     )

@@ -29,8 +29,7 @@ def status_proto(err: DomainError) -> status_pb2.Status:
         bad.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                    for f, d in err.field_violations
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in err.field_violations
                 ]
             )
         )

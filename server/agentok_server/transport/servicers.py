@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
-from google.protobuf import json_format
-
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import chat_service_pb2_grpc as cs_grpc
 from agentok.v1 import flow_service_pb2 as fs
 from agentok.v1 import flow_service_pb2_grpc as fs_grpc
+from google.protobuf import json_format
 
 from ..domain.chats import ChatService
 from ..domain.flows import FlowService
@@ -18,7 +18,7 @@ from ..domain.keys import KeyService
 from . import convert
 from .rpc import server_stream, unary
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
 
 
 class ChatServicer(cs_grpc.ChatServiceServicer):
@@ -28,7 +28,7 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
 
     @unary
     async def ListChats(self, request: cs.ListChatsRequest, context: Ctx, owner: str) -> cs.ListChatsResponse:
-        chats, token = await self.chats.list(owner, request.page_size, request.page_token)
+        chats, token = await self.chats.list_chats(owner, request.page_size, request.page_token)
         return cs.ListChatsResponse(chats=[convert.chat(c) for c in chats], next_page_token=token)
 
     @unary
@@ -46,19 +46,13 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
         return cs.DeleteChatResponse()
 
     @unary
-    async def SendMessage(
-        self, request: cs.SendMessageRequest, context: Ctx, owner: str
-    ) -> cs.SendMessageResponse:
+    async def SendMessage(self, request: cs.SendMessageRequest, context: Ctx, owner: str) -> cs.SendMessageResponse:
         chat, message = await self.chats.send_message(owner, request.chat_id, request.message)
         return cs.SendMessageResponse(chat=convert.chat(chat), message=convert.message(message))
 
     @unary
-    async def ListMessages(
-        self, request: cs.ListMessagesRequest, context: Ctx, owner: str
-    ) -> cs.ListMessagesResponse:
-        messages, token = await self.chats.list_messages(
-            owner, request.chat_id, request.page_size, request.page_token
-        )
+    async def ListMessages(self, request: cs.ListMessagesRequest, context: Ctx, owner: str) -> cs.ListMessagesResponse:
+        messages, token = await self.chats.list_messages(owner, request.chat_id, request.page_size, request.page_token)
         return cs.ListMessagesResponse(messages=[convert.message(m) for m in messages], next_page_token=token)
 
     @unary
@@ -91,7 +85,7 @@ class FlowServicer(fs_grpc.FlowServiceServicer):
 
     @unary
     async def ListFlows(self, request: fs.ListFlowsRequest, context: Ctx, owner: str) -> fs.ListFlowsResponse:
-        flows, token = await self.flows.list(owner, request.page_size, request.page_token)
+        flows, token = await self.flows.list_flows(owner, request.page_size, request.page_token)
         return fs.ListFlowsResponse(flows=[convert.flow(f) for f in flows], next_page_token=token)
 
     @unary

@@ -1,0 +1,269 @@
+"""`make bench`: the speed figures in the README, measured against real processes on this machine.
+
+Workloads (each against a fresh server + Envoy over a fresh SQLite file):
+  1. GetChat through Envoy over REST (wrk, 16 connections), with auth on and with auth off;
+  2. complete human-in-the-loop sessions over native gRPC through Envoy, 16 concurrent clients;
+  3. WatchChat latency: from a message's commit (its created_at) to its arrival at a gRPC watcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from agentok.v1 import chat_enums_pb2, chat_service_pb2_grpc, flow_service_pb2_grpc
+from agentok.v1 import chat_service_pb2 as cs
+from agentok.v1 import flow_service_pb2 as fs
+from agentok_server.edge.envoy_process import EnvoyProcess
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+BIN = Path(sys.executable).parent
+Status = chat_enums_pb2.ChatStatus.Value
+
+# A person answers the assistant (ALWAYS); no model needed, so the figures measure the service alone.
+HITL_FLOW = {
+    "nodes": [
+        {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
+        {"id": "u", "type": "user", "data": {"name": "User", "human_input_mode": "NEVER", "default_auto_reply": "ok"}},
+        {
+            "id": "a",
+            "type": "conversable",
+            "data": {"name": "Agent", "disable_llm": True, "default_auto_reply": "done", "human_input_mode": "ALWAYS"},
+        },
+    ],
+    "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
+}
+# Two fixed-reply agents that exchange 2 x 50 messages per run: a steady stream for the watcher.
+CHATTY_FLOW = {
+    "nodes": [
+        {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
+        {
+            "id": "u",
+            "type": "user",
+            "data": {
+                "name": "User",
+                "human_input_mode": "NEVER",
+                "max_consecutive_auto_reply": 50,
+                "default_auto_reply": "ping",
+            },
+        },
+        {
+            "id": "a",
+            "type": "conversable",
+            "data": {
+                "name": "Agent",
+                "disable_llm": True,
+                "human_input_mode": "NEVER",
+                "max_consecutive_auto_reply": 50,
+                "default_auto_reply": "pong",
+            },
+        },
+    ],
+    "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def stack(auth: bool) -> Iterator[tuple[str, str]]:
+    """Yields (edge address, api key) for a fresh server + Envoy."""
+    root = Path(tempfile.mkdtemp(prefix="agentok-bench-"))
+    env = {
+        **os.environ,
+        "AGENTOK_DATA_DIR": str(root / "data"),
+        "AGENTOK_GRPC_PORT": str(free_port()),
+        "AGENTOK_AUTH_ENABLED": "true" if auth else "false",
+    }
+    out = subprocess.run(
+        [str(BIN / "agentok"), "keys", "create", "bench"], env=env, check=True, capture_output=True, text=True
+    )
+    key = out.stdout.strip().splitlines()[-1]
+    log = (root / "server.log").open("wb")
+    server = subprocess.Popen([str(BIN / "agentok"), "serve"], env=env, stdout=log, stderr=log)
+    target = f"127.0.0.1:{env['AGENTOK_GRPC_PORT']}"
+    with grpc.insecure_channel(target) as ch:
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
+    envoy = EnvoyProcess(
+        work_dir=root / "envoy",
+        listen_host="127.0.0.1",
+        listen_port=free_port(),
+        admin_port=free_port(),
+        upstream_host="127.0.0.1",
+        upstream_port=int(env["AGENTOK_GRPC_PORT"]),
+        auth=auth,
+    )
+    envoy.start()
+    try:
+        yield f"127.0.0.1:{envoy.listen_port}", key
+    finally:
+        envoy.stop()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _setup_chat(edge: str, key: str, flow: dict) -> tuple[str, str]:
+    md = (("x-api-key", key),)
+    with grpc.insecure_channel(edge) as ch:
+        graph = struct_pb2.Struct()
+        graph.update(flow)
+        flow_id = (
+            flow_service_pb2_grpc.FlowServiceStub(ch)
+            .CreateFlow(fs.CreateFlowRequest(name="bench", flow=graph), metadata=md, timeout=10)
+            .flow.id
+        )
+        chat = (
+            chat_service_pb2_grpc.ChatServiceStub(ch)
+            .CreateChat(
+                cs.CreateChatRequest(name="bench", from_type="flow", from_flow=flow_id), metadata=md, timeout=10
+            )
+            .chat
+        )
+    return flow_id, chat.id
+
+
+def bench_get_chat(edge: str, key: str, seconds: int) -> float:
+    _, chat_id = _setup_chat(edge, key, HITL_FLOW)
+    url = f"http://{edge}/chats/{chat_id}"
+    check = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"X-API-KEY: {key}", url],
+        capture_output=True,
+        text=True,
+    )
+    assert check.stdout == "200", check.stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{seconds}s", "-H", f"X-API-KEY: {key}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert not non2xx, out
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+async def _session(chats: chat_service_pb2_grpc.ChatServiceStub, md: tuple, flow_id: str) -> None:
+    chat = (
+        await chats.CreateChat(cs.CreateChatRequest(name="s", from_type="flow", from_flow=flow_id), metadata=md)
+    ).chat
+    sent = await chats.SendMessage(cs.SendMessageRequest(chat_id=chat.id, message="hi"), metadata=md)
+    stream = chats.WatchChat(cs.WatchChatRequest(chat_id=chat.id, after_seq=sent.chat.last_seq), metadata=md)
+    answered = False
+    async for item in stream:
+        ev = item.event
+        if not ev.HasField("status_changed"):
+            continue
+        if ev.status_changed.status == Status.wait_for_human_input and not answered:
+            answered = True
+            await chats.SendInput(cs.SendInputRequest(chat_id=chat.id, message="exit"), metadata=md)
+        elif ev.status_changed.status == Status.completed:
+            break
+        elif ev.status_changed.status == Status.error:
+            raise RuntimeError(ev.status_changed.error)
+    stream.cancel()
+    listed = await chats.ListMessages(cs.ListMessagesRequest(chat_id=chat.id), metadata=md)
+    assert len(listed.messages) == 1, listed
+
+
+async def bench_sessions(edge: str, key: str, seconds: float, clients: int) -> float:
+    flow_id, _ = _setup_chat(edge, key, HITL_FLOW)
+    md = (("x-api-key", key),)
+    done = 0
+    async with grpc.aio.insecure_channel(edge) as ch:
+        chats = chat_service_pb2_grpc.ChatServiceStub(ch)
+        await _session(chats, md, flow_id)  # warm-up
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.monotonic() < end:
+                await _session(chats, md, flow_id)
+                done += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.monotonic() - start
+    return done / elapsed
+
+
+async def bench_watch_latency(edge: str, key: str, runs: int) -> list[float]:
+    _, chat_id = _setup_chat(edge, key, CHATTY_FLOW)
+    md = (("x-api-key", key),)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(edge) as ch:
+        chats = chat_service_pb2_grpc.ChatServiceStub(ch)
+        for _ in range(runs):
+            chat = (await chats.GetChat(cs.GetChatRequest(chat_id=chat_id), metadata=md)).chat
+            stream = chats.WatchChat(cs.WatchChatRequest(chat_id=chat_id, after_seq=chat.last_seq), metadata=md)
+            await chats.SendMessage(cs.SendMessageRequest(chat_id=chat_id, message="go"), metadata=md)
+            async for item in stream:
+                now = time.time()
+                ev = item.event
+                if ev.HasField("message_added"):
+                    created = ev.message_added.created_at.ToNanoseconds() / 1e9
+                    latencies.append((now - created) * 1000)
+                if ev.HasField("status_changed") and ev.status_changed.status == Status.completed:
+                    break
+            stream.cancel()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
+    results: list[tuple[str, str]] = []
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+    for auth in (True, False):
+        with stack(auth) as (edge, key):
+            label = "auth on" if auth else "auth off"
+            rps = bench_get_chat(edge, key, args.seconds)
+            results.append((f"GetChat via Envoy REST, wrk -c16 ({label})", f"{rps:,.0f} req/s"))
+            print(results[-1], flush=True)
+            sps = asyncio.run(bench_sessions(edge, key, args.seconds, args.clients))
+            results.append(
+                (f"HITL sessions via Envoy gRPC, {args.clients} clients ({label})", f"{sps:,.0f} sessions/s")
+            )
+            print(results[-1], flush=True)
+            if auth:
+                lat = sorted(asyncio.run(bench_watch_latency(edge, key, runs=20)))
+                p50 = statistics.median(lat)
+                p99 = lat[int(len(lat) * 0.99) - 1]
+                results.append(
+                    (
+                        f"WatchChat event latency via Envoy gRPC ({len(lat)} messages)",
+                        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    )
+                )
+                print(results[-1], flush=True)
+    print("\n| workload | result |\n|---|---|")
+    for name, value in results:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
