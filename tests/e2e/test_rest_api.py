@@ -226,7 +226,7 @@ class TestBadInput:
         r = rest.http.post("/chats", content=b'{"name": "x", ', headers={"content-type": "application/json"})
         assert r.status_code == 400
         assert r.headers["content-type"].startswith("application/json")
-        assert r.json()["message"]
+        assert r.json()["code"] == 3 and r.json()["message"]  # INVALID_ARGUMENT, as the server's own errors
 
     def test_missing_message_stores_nothing(self, rest: Rest) -> None:
         flow = rest.create_flow(with_model(real_flow("14"), "m"))
@@ -307,6 +307,7 @@ class TestBadInput:
         assert r.status_code == 400 and "page_token" in r.json()["message"]
 
     def test_unknown_path_and_query_parameter(self, rest: Rest) -> None:
-        assert rest.http.get("/nothing-here").status_code == 404
+        r = rest.http.get("/nothing-here")
+        assert r.status_code == 404 and r.json()["code"] == 5
         r = rest.http.get("/chats", params={"colour": "red"})
-        assert r.status_code == 400
+        assert r.status_code == 400 and "colour" in r.json()["message"]
