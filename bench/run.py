@@ -120,7 +120,10 @@ def stack(auth: bool) -> Iterator[tuple[str, str]]:
         envoy.stop()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") is None:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print("kept", root)
 
 
 def _setup_chat(edge: str, key: str, flow: dict) -> tuple[str, str]:
@@ -168,20 +171,19 @@ async def _session(chats: chat_service_pb2_grpc.ChatServiceStub, md: tuple, flow
         await chats.CreateChat(cs.CreateChatRequest(name="s", from_type="flow", from_flow=flow_id), metadata=md)
     ).chat
     sent = await chats.SendMessage(cs.SendMessageRequest(chat_id=chat.id, message="hi"), metadata=md)
-    stream = chats.WatchChat(cs.WatchChatRequest(chat_id=chat.id, after_seq=sent.chat.last_seq), metadata=md)
+    stream = chats.WatchChat(
+        cs.WatchChatRequest(chat_id=chat.id, after_seq=sent.chat.last_seq, until_finished=True), metadata=md
+    )
     answered = False
-    async for item in stream:
+    async for item in stream:  # until_finished: the server ends the stream when the run completes
         ev = item.event
         if not ev.HasField("status_changed"):
             continue
         if ev.status_changed.status == Status.wait_for_human_input and not answered:
             answered = True
             await chats.SendInput(cs.SendInputRequest(chat_id=chat.id, message="exit"), metadata=md)
-        elif ev.status_changed.status == Status.completed:
-            break
         elif ev.status_changed.status == Status.error:
             raise RuntimeError(ev.status_changed.error)
-    stream.cancel()
     listed = await chats.ListMessages(cs.ListMessagesRequest(chat_id=chat.id), metadata=md)
     assert len(listed.messages) == 1, listed
 
@@ -215,7 +217,9 @@ async def bench_watch_latency(edge: str, key: str, runs: int) -> list[float]:
         chats = chat_service_pb2_grpc.ChatServiceStub(ch)
         for _ in range(runs):
             chat = (await chats.GetChat(cs.GetChatRequest(chat_id=chat_id), metadata=md)).chat
-            stream = chats.WatchChat(cs.WatchChatRequest(chat_id=chat_id, after_seq=chat.last_seq), metadata=md)
+            stream = chats.WatchChat(
+                cs.WatchChatRequest(chat_id=chat_id, after_seq=chat.last_seq, until_finished=True), metadata=md
+            )
             await chats.SendMessage(cs.SendMessageRequest(chat_id=chat_id, message="go"), metadata=md)
             async for item in stream:
                 now = time.time()
@@ -223,9 +227,6 @@ async def bench_watch_latency(edge: str, key: str, runs: int) -> list[float]:
                 if ev.HasField("message_added"):
                     created = ev.message_added.created_at.ToNanoseconds() / 1e9
                     latencies.append((now - created) * 1000)
-                if ev.HasField("status_changed") and ev.status_changed.status == Status.completed:
-                    break
-            stream.cancel()
     return latencies
 
 

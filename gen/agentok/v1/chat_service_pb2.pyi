@@ -112,12 +112,14 @@ class SendInputResponse(_message.Message):
     def __init__(self, chat: _Optional[_Union[_chat_pb2.Chat, _Mapping]] = ...) -> None: ...
 
 class WatchChatRequest(_message.Message):
-    __slots__ = ("chat_id", "after_seq")
+    __slots__ = ("chat_id", "after_seq", "until_finished")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FINISHED_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     after_seq: int
-    def __init__(self, chat_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    until_finished: bool
+    def __init__(self, chat_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., until_finished: _Optional[bool] = ...) -> None: ...
 
 class WatchChatResponse(_message.Message):
     __slots__ = ("event",)

@@ -150,19 +150,23 @@ class ChatService:
             return messages, ""
         return messages[:limit], paging.encode(messages[limit - 1].seq)
 
-    async def watch(self, owner: str, chat_id: str, after_seq: int) -> AsyncIterator[ChatEvent]:
+    async def watch(
+        self, owner: str, chat_id: str, after_seq: int, *, until_finished: bool = False
+    ) -> AsyncIterator[ChatEvent]:
         """Stored events after `after_seq`, then live ones; subscribing first means none fall in between."""
         if after_seq < 0:
             raise invalid_field("after_seq", "must not be negative")
         await self._get(owner, chat_id)
-        return self._watch(owner, chat_id, after_seq)
+        return self._watch(owner, chat_id, after_seq, until_finished)
 
-    async def _watch(self, owner: str, chat_id: str, after_seq: int) -> AsyncIterator[ChatEvent]:
+    async def _watch(self, owner: str, chat_id: str, after_seq: int, until_finished: bool) -> AsyncIterator[ChatEvent]:
         with self._hub.subscribe(chat_id) as sub:
             last = after_seq
             for stored in await self._repo.events_after(chat_id, after_seq):
                 yield stored
                 last = stored.seq
+                if until_finished and _ends_run(stored):
+                    return
             chat = await self._repo.get_chat(owner, chat_id)
             if chat is None:  # deleted before we subscribed
                 yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
@@ -184,3 +188,9 @@ class ChatService:
                     continue
                 yield event
                 last = event.seq
+                if until_finished and _ends_run(event):
+                    return
+
+
+def _ends_run(event: ChatEvent) -> bool:
+    return event.status is not None and event.status.status in (ChatStatus.COMPLETED, ChatStatus.ERROR)

@@ -64,7 +64,9 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
     async def WatchChat(
         self, request: cs.WatchChatRequest, context: Ctx, owner: str
     ) -> AsyncIterator[cs.WatchChatResponse]:
-        async for event in await self.chats.watch(owner, request.chat_id, request.after_seq):
+        async for event in await self.chats.watch(
+            owner, request.chat_id, request.after_seq, until_finished=request.until_finished
+        ):
             yield cs.WatchChatResponse(event=convert.event(event))
 
 
