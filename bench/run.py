@@ -49,30 +49,15 @@ HITL_FLOW = {
     ],
     "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
 }
-# Two fixed-reply agents that exchange 2 x 50 messages per run: a steady stream for the watcher.
-CHATTY_FLOW = {
+# A person (ALWAYS) talks with a fixed-reply agent: each answer adds two messages.
+ECHO_FLOW = {
     "nodes": [
         {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
-        {
-            "id": "u",
-            "type": "user",
-            "data": {
-                "name": "User",
-                "human_input_mode": "NEVER",
-                "max_consecutive_auto_reply": 50,
-                "default_auto_reply": "ping",
-            },
-        },
+        {"id": "u", "type": "user", "data": {"name": "User", "human_input_mode": "ALWAYS"}},
         {
             "id": "a",
             "type": "conversable",
-            "data": {
-                "name": "Agent",
-                "disable_llm": True,
-                "human_input_mode": "NEVER",
-                "max_consecutive_auto_reply": 50,
-                "default_auto_reply": "pong",
-            },
+            "data": {"name": "Agent", "disable_llm": True, "default_auto_reply": "pong"},
         },
     ],
     "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
@@ -209,24 +194,28 @@ async def bench_sessions(edge: str, key: str, seconds: float, clients: int) -> f
     return done / elapsed
 
 
-async def bench_watch_latency(edge: str, key: str, runs: int) -> list[float]:
-    _, chat_id = _setup_chat(edge, key, CHATTY_FLOW)
+async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
+    """A person and an agent take turns (paced by the person's answers, as in real use); each message's
+    latency is the time from its commit (created_at) to its arrival at a watcher through Envoy."""
+    _, chat_id = _setup_chat(edge, key, ECHO_FLOW)
     md = (("x-api-key", key),)
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(edge) as ch:
         chats = chat_service_pb2_grpc.ChatServiceStub(ch)
-        for _ in range(runs):
-            chat = (await chats.GetChat(cs.GetChatRequest(chat_id=chat_id), metadata=md)).chat
-            stream = chats.WatchChat(
-                cs.WatchChatRequest(chat_id=chat_id, after_seq=chat.last_seq, until_finished=True), metadata=md
-            )
-            await chats.SendMessage(cs.SendMessageRequest(chat_id=chat_id, message="go"), metadata=md)
-            async for item in stream:
-                now = time.time()
-                ev = item.event
-                if ev.HasField("message_added"):
-                    created = ev.message_added.created_at.ToNanoseconds() / 1e9
-                    latencies.append((now - created) * 1000)
+        sent = await chats.SendMessage(cs.SendMessageRequest(chat_id=chat_id, message="start"), metadata=md)
+        stream = chats.WatchChat(cs.WatchChatRequest(chat_id=chat_id, after_seq=sent.chat.last_seq), metadata=md)
+        answered = 0
+        async for item in stream:
+            now = time.time()
+            ev = item.event
+            if ev.HasField("message_added"):
+                latencies.append((now - ev.message_added.created_at.ToNanoseconds() / 1e9) * 1000)
+            elif ev.HasField("status_changed") and ev.status_changed.status == Status.wait_for_human_input:
+                if answered == rounds:
+                    break
+                answered += 1
+                await chats.SendInput(cs.SendInputRequest(chat_id=chat_id, message=f"round {answered}"), metadata=md)
+        stream.cancel()
     return latencies
 
 
@@ -251,7 +240,7 @@ def main() -> None:
             )
             print(results[-1], flush=True)
             if auth:
-                lat = sorted(asyncio.run(bench_watch_latency(edge, key, runs=20)))
+                lat = sorted(asyncio.run(bench_watch_latency(edge, key, rounds=300)))
                 p50 = statistics.median(lat)
                 p99 = lat[int(len(lat) * 0.99) - 1]
                 results.append(

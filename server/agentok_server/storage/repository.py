@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -24,6 +24,13 @@ FLOW = FlowRow.__table__  # type: ignore[attr-defined]
 API_KEY = ApiKeyRow.__table__  # type: ignore[attr-defined]
 
 StepItem = NewMessage | StatusChange
+# Statements on the hot path (every call authenticates; GetChat is the polling call) are built once.
+_CHAT_COLUMNS = [c for c in CHAT.c if c.name != "graph"]  # all but the flow snapshot, which only runs need
+_GET_CHAT = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"), CHAT.c.owner == bindparam("owner"))
+_GET_CHAT_ANY_OWNER = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"))
+_OWNER_FOR_KEY = select(API_KEY.c.owner).where(
+    API_KEY.c.secret_hash == bindparam("secret_hash"), API_KEY.c.revoked_at.is_(None)
+)
 
 
 def now() -> datetime:
@@ -160,7 +167,7 @@ class Repository:
 
     async def get_chat(self, owner: str, chat_id: str) -> Chat | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
+            row = conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
         return convert.chat(row) if row else None
 
     async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None:
@@ -169,7 +176,7 @@ class Repository:
         return row.graph if row else None
 
     async def list_chats(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Chat]:
-        query = select(*_chat_columns()).where(CHAT.c.owner == owner)
+        query = select(*_CHAT_COLUMNS).where(CHAT.c.owner == owner)
         if after:
             query = query.where(_before(CHAT, after))
         query = query.order_by(CHAT.c.created_at.desc(), CHAT.c.id.desc()).limit(limit)
@@ -177,14 +184,14 @@ class Repository:
             return [convert.chat(r) for r in conn.execute(query).all()]
 
     async def list_chats_in_status(self, statuses: Sequence[ChatStatus]) -> list[Chat]:
-        query = select(*_chat_columns()).where(CHAT.c.status.in_([s.value for s in statuses]))
+        query = select(*_CHAT_COLUMNS).where(CHAT.c.status.in_([s.value for s in statuses]))
         with self._engine.connect() as conn:
             return [convert.chat(r) for r in conn.execute(query).all()]
 
     async def delete_chat(self, owner: str, chat_id: str) -> Chat | None:
         """Deletes the chat with its history in one transaction; returns it as it was."""
         with self._engine.begin() as conn:
-            row = conn.execute(select(*_chat_columns()).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
+            row = conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
             if row is None:
                 return None
             conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
@@ -279,20 +286,13 @@ class _AttrDict(dict[str, Any]):
             raise AttributeError(name) from exc
 
 
-def _chat_columns() -> list[Any]:
-    # Every column but the flow snapshot, which only the run needs.
-    return [c for c in CHAT.c if c.name != "graph"]
-
-
 def _before(table: Any, after: tuple[datetime, str]) -> Any:
     created_at, row_id = after
     return (table.c.created_at < created_at) | ((table.c.created_at == created_at) & (table.c.id < row_id))
 
 
 def _lock_chat(conn: Connection, chat_id: str, owner: str | None) -> Any:
-    query = select(*_chat_columns()).where(CHAT.c.id == chat_id)
-    if owner is not None:
-        query = query.where(CHAT.c.owner == owner)
+    query = _GET_CHAT if owner is not None else _GET_CHAT_ANY_OWNER
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    return conn.execute(query).first()
+    return conn.execute(query, {"chat_id": chat_id, "owner": owner}).first()
