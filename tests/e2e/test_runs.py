@@ -1,0 +1,103 @@
+"""Chats from real Agentok Studio flows run end to end; no chat is left running after a server dies."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from ..conftest import Keys
+from ..support.api import Rest, real_flow, unique_model, with_model
+from ..support.fake_llm import FakeLlm, FakeLlmServer
+from ..support.stack import Stack, create_key
+
+
+@pytest.fixture()
+def rest(stack: Stack, keys: Keys) -> Rest:
+    return Rest(stack.rest_url, keys.alice)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_first_speakers"),
+    [
+        ("01", ["User", "Assistant", "User"]),
+        ("03", ["User", "Assistant", "User"]),
+        ("14", ["User", "Assistant", "User"]),
+    ],
+)
+def test_accepted_real_flows_run_to_completion(
+    rest: Rest, fake_llm: FakeLlm, name: str, expected_first_speakers: list[str]
+) -> None:
+    model = unique_model(f"flow{name}")
+    flow = rest.create_flow(with_model(real_flow(name), model), name=f"real {name}")
+    chat = rest.create_chat(flow["id"])
+    sent = rest.send(chat["id"], "What is the weather in Burnaby?")
+    events = rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+    assert events[-1]["status_changed"]["status"] == "completed", rest.chat(chat["id"])
+    messages = rest.messages(chat["id"])
+    assert [m["sender"] for m in messages[:3]] == expected_first_speakers
+    assert len(fake_llm.requests_for(model)) >= 1
+    # The model saw the flow's own system message first (03's assistant asks for TERMINATE).
+    first_call = fake_llm.requests_for(model)[0]["messages"]
+    assert first_call[0]["role"] == "system" and first_call[-1]["content"] == "What is the weather in Burnaby?"
+
+
+def test_flow_01_ends_on_the_assistants_terminate(rest: Rest, fake_llm: FakeLlm) -> None:
+    model = unique_model()
+    fake_llm.script(model, ["Sunny.", "Anything else? TERMINATE"])
+    flow = rest.create_flow(with_model(real_flow("01"), model))
+    chat = rest.create_chat(flow["id"])
+    sent = rest.send(chat["id"], "weather?")
+    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    # The user proxy (NEVER, no model) answers AutoGen's empty auto-reply, then stops at the termination
+    # message: its termination_msg "TERMINATE" is a case-insensitive substring check in Agentok.
+    assert [(m["sender"], m["content"]) for m in rest.messages(chat["id"])] == [
+        ("User", "weather?"),
+        ("Assistant", "Sunny."),
+        ("User", ""),
+        ("Assistant", "Anything else? TERMINATE"),
+    ]
+
+
+def test_rejected_real_flows_say_why(rest: Rest) -> None:
+    reasons = {
+        "02": "tools",
+        "04": "group chats",
+        "05": "GPTAssistantAgent",
+        "06": "nested chats",
+        "10": "no initializer",
+        "11": "more than one initializer",
+        "12": "retrieval",
+        "15": "config",
+    }
+    for name, reason in reasons.items():
+        r = rest.http.post("/flows", json={"name": name, "flow": real_flow(name)})
+        assert r.status_code == 400, name
+        assert reason in r.json()["message"], (name, r.json()["message"])
+
+
+def test_no_chat_is_left_running_after_the_server_dies(tmp_path: Path, llm_server: FakeLlmServer) -> None:
+    stack = Stack(tmp_path, llm_server.base_url).start()
+    try:
+        _, key = create_key(stack.env, "k", "dave")
+        rest = Rest(stack.rest_url, key)
+        slow = rest.create_chat(rest.create_flow(with_model(real_flow("14"), "slow-30"))["id"])
+        waiting = rest.create_chat(rest.create_flow(with_model(real_flow("13"), "m"))["id"])
+        rest.send(slow["id"], "hello")
+        sent = rest.send(waiting["id"], "hello")
+        rest.wait_status(waiting["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+        assert rest.chat(slow["id"])["status"] == "running"
+
+        stack.server.stop(signal.SIGKILL)
+        stack.server.start()
+
+        for chat in (slow, waiting):
+            after = rest.chat(chat["id"])
+            assert after["status"] == "error", after
+            assert "server stopped" in after["error"]
+        # The history up to the crash is intact, and the chat takes a new message.
+        assert [m["content"] for m in rest.messages(slow["id"])] == ["hello"]
+        assert rest.http.post(f"/chats/{slow['id']}/messages", json={"message": "again"}).status_code == 200
+    finally:
+        stack.stop()
