@@ -26,12 +26,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from agentok.v1 import chat_enums_pb2, chat_service_pb2_grpc, flow_service_pb2_grpc
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import flow_service_pb2 as fs
 from agentok_server.edge.envoy_process import EnvoyProcess
-from google.protobuf import struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
 Status = chat_enums_pb2.ChatStatus.Value

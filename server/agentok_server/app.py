@@ -8,9 +8,10 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from agentok.v1 import chat_service_pb2_grpc, flow_service_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agentok.v1 import chat_service_pb2_grpc, flow_service_pb2_grpc
 
 from .domain.chats import ChatService
 from .domain.events import EventHub

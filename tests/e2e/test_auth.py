@@ -7,6 +7,7 @@ import time
 import grpc
 import httpx
 import pytest
+
 from agentok.v1 import chat_service_pb2
 
 from ..conftest import Keys

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from agentok.v1 import chat_enums_pb2, chat_service_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from agentok.v1 import chat_enums_pb2, chat_service_pb2
 
 from ..conftest import Keys
 from ..support.api import Grpc, real_flow, unique_model, with_model

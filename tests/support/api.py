@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 import httpx
+from google.protobuf import struct_pb2
+
 from agentok.v1 import (
     chat_pb2,
     chat_service_pb2,
@@ -17,7 +19,6 @@ from agentok.v1 import (
     flow_service_pb2,
     flow_service_pb2_grpc,
 )
-from google.protobuf import struct_pb2
 
 FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-flows"
 TERMINAL = {"completed", "error"}

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import grpc
-from agentok_server.edge.envoy_process import EnvoyProcess
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentok_server.edge.envoy_process import EnvoyProcess
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agentok.v1 import chat_enums_pb2, chat_pb2, flow_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
+
+from agentok.v1 import chat_enums_pb2, chat_pb2, flow_pb2
 
 from ..domain.flows import public_graph
 from ..domain.model import Chat, ChatEvent, ChatStatus, EventKind, Flow, Message, MessageType

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from typing import TypeAlias
 
 import grpc
+from google.protobuf import json_format
+
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import chat_service_pb2_grpc as cs_grpc
 from agentok.v1 import flow_service_pb2 as fs
 from agentok.v1 import flow_service_pb2_grpc as fs_grpc
-from google.protobuf import json_format
 
 from ..domain.chats import ChatService
 from ..domain.flows import FlowService
