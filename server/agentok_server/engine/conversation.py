@@ -68,6 +68,10 @@ class TwoAgentConversation:
                 await self._say(receiver, sender, reply, io)
                 sender, receiver = receiver, sender
         for turn in range(max_turns):
+            # AutoGen starts each round by comparing the initiator's count of auto-replies to the recipient
+            # with the recipient's limit; a recipient that asks a person ALWAYS is stopped only by this.
+            if self.state.auto_replies.get(a.node_id, 0) >= b.max_consecutive_auto_reply:
+                return f"maximum consecutive auto-replies of {b.name!r} reached"
             if turn > 0:
                 message, why = await self._generate_reply(a, b, io)
                 if message is None:

@@ -36,8 +36,11 @@ class HumanInputMode(enum.StrEnum):
 
 # AutoGen's per-class defaults (UserProxyAgent asks always, ConversableAgent at termination).
 _DEFAULT_MODE = {"user": HumanInputMode.ALWAYS, "conversable": HumanInputMode.TERMINATE}
+# AssistantAgent's default prompt ends by asking for TERMINATE, which is what lets a user proxy with
+# termination_msg end the chat; ours keeps that and drops AutoGen's coding instructions (no code runs here).
 _DEFAULT_SYSTEM = {
-    "assistant": "You are a helpful AI assistant.",
+    "assistant": "You are a helpful AI assistant. Solve tasks using your language skills. "
+    'Reply "TERMINATE" in the end when everything is done.',
     "conversable": "You are a helpful AI Assistant.",
 }
 
@@ -193,6 +196,8 @@ def parse_flow(flow: Any) -> FlowSpec:
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
             raise _fail(f"flow.nodes[{i}]", "each node needs an id and a type")
+        if not isinstance(node.get("data") or {}, dict):
+            raise _fail(f"flow.nodes[{i}].data", "must be an object")
         node_id = str(node["id"])
         if node_id in by_id:
             raise _fail(f"flow.nodes[{i}].id", f"duplicate node id {node_id!r}")
@@ -226,6 +231,8 @@ def parse_flow(flow: Any) -> FlowSpec:
     for i, edge in enumerate(edges):
         if not isinstance(edge, dict):
             raise _fail(f"flow.edges[{i}]", "each edge must be an object")
+        if not isinstance(edge.get("data") or {}, dict):
+            raise _fail(f"flow.edges[{i}].data", "must be an object")
         source, target = str(edge.get("source")), str(edge.get("target"))
         for end, end_id in (("source", source), ("target", target)):
             if end_id not in by_id:
