@@ -8,7 +8,6 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agentok.v1 import chat_service_pb2_grpc, flow_service_pb2_grpc
@@ -21,7 +20,7 @@ from .domain.runs import RunManager
 from .engine.llm import LlmClient
 from .settings import Settings
 from .storage.repository import Repository, make_engine
-from .transport.authz import AuthorizationServicer
+from .transport.authz_http import AuthzHttpServer
 from .transport.servicers import ChatServicer, FlowServicer
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,6 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     keys = app.keys if app.settings.auth_enabled else None
     chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(app.chats, keys), server)
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, keys), server)
-    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(app.keys), server)
     health_servicer = health.aio.HealthServicer()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -92,6 +90,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await app.runs.fail_interrupted()
     server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
+    authz = AuthzHttpServer(app.keys)
+    authz_port = await authz.start(settings.grpc_host, settings.authz_port)
+    log.info("ext_authz check endpoint on %s:%d", settings.grpc_host, authz_port)
     log.info("gRPC server listening on %s:%d", settings.grpc_host, port)
     print(f"agentok gRPC server listening on {settings.grpc_host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -103,5 +104,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     await stop.wait()
     log.info("shutting down")
     app.hub.close_all()
+    await authz.stop()
     await server.stop(settings.shutdown_grace_seconds)
     await app.close()

@@ -60,6 +60,7 @@ async def _run(settings: Settings) -> None:
         admin_port=settings.envoy_admin_port,
         upstream_host=settings.grpc_host,
         upstream_port=settings.grpc_port,
+        authz_port=settings.authz_port,
         concurrency=settings.envoy_concurrency,
     )
     try:

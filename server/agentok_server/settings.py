@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    # Envoy's ext_authz asks this loopback HTTP endpoint (same host as the gRPC server) about every request.
+    authz_port: int = 50052
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     envoy_admin_port: int = 9901

@@ -87,6 +87,7 @@ class Stack:
             **os.environ,
             "AGENTOK_DATA_DIR": str(root / "data"),
             "AGENTOK_GRPC_PORT": str(free_port()),
+            "AGENTOK_AUTHZ_PORT": str(free_port()),
             "AGENTOK_LLM_BASE_URL": llm_base_url,
             "AGENTOK_LLM_MODEL": "echo",
             "AGENTOK_LLM_ATTEMPTS": "2",
@@ -101,6 +102,7 @@ class Stack:
             admin_port=free_port(),
             upstream_host="127.0.0.1",
             upstream_port=self.server.port,
+            authz_port=int(self.env["AGENTOK_AUTHZ_PORT"]),
         )
 
     @property

@@ -4,7 +4,8 @@ on SQLite they run inline: a short local transaction is cheaper than a hop to a 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,11 +69,40 @@ def make_engine(url: str) -> Engine:
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader: Connection | None = None
+        self._writer: Connection | None = None
+        if engine.dialect.name == "sqlite":
+            # Held connections: a pool checkout and reset costs ~5x the query itself. Safe because every
+            # repository call runs to completion on the event-loop thread (no await inside), so calls never
+            # interleave on a connection; WAL lets the autocommit reader see each commit at once.
+            self._reader = engine.connect()
+            self._writer = engine.connect()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        if self._reader is not None:
+            yield self._reader
+        else:
+            with self._engine.connect() as conn:
+                yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back whole if it raises."""
+        if self._writer is not None:
+            with self._writer.begin():
+                yield self._writer
+        else:
+            with self._engine.begin() as conn:
+                yield conn
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self._engine)
 
     def dispose(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
         self._engine.dispose()
 
     # --- API keys -------------------------------------------------------------------------------
@@ -87,31 +117,29 @@ class Repository:
             "created_at": now(),
             "revoked_at": None,
         }
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(API_KEY.insert().values(**row))
         return convert.api_key(ApiKeyRow(**row))
 
     async def list_keys(self) -> list[ApiKey]:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(API_KEY).order_by(API_KEY.c.created_at, API_KEY.c.id)).all()
         return [convert.api_key(r) for r in rows]
 
     async def count_active_keys(self) -> int:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return len(conn.execute(select(API_KEY.c.id).where(API_KEY.c.revoked_at.is_(None))).all())
 
     async def revoke_key(self, key_id: str) -> bool:
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(
                 update(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None)).values(revoked_at=now())
             )
         return bool(res.rowcount)
 
     async def owner_for_key_hash(self, secret_hash: str) -> str | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(API_KEY.c.owner).where(API_KEY.c.secret_hash == secret_hash, API_KEY.c.revoked_at.is_(None))
-            ).first()
+        with self._read() as conn:
+            row = conn.execute(_OWNER_FOR_KEY, {"secret_hash": secret_hash}).first()
         return row.owner if row else None
 
     # --- flows ----------------------------------------------------------------------------------
@@ -119,12 +147,12 @@ class Repository:
     async def insert_flow(self, *, owner: str, name: str, graph: dict[str, Any], warnings: list[str]) -> Flow:
         row: dict[str, Any] = {"id": new_id(), "owner": owner, "name": name, "graph": graph, "warnings": warnings}
         row["created_at"] = now()
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(FLOW.insert().values(**row))
         return convert.flow(FlowRow(**row))
 
     async def get_flow(self, owner: str, flow_id: str) -> Flow | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner)).first()
         return convert.flow(row) if row else None
 
@@ -133,11 +161,11 @@ class Repository:
         if after:
             query = query.where(_before(FLOW, after))
         query = query.order_by(FLOW.c.created_at.desc(), FLOW.c.id.desc()).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [convert.flow(r) for r in conn.execute(query).all()]
 
     async def delete_flow(self, owner: str, flow_id: str) -> bool:
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             res = conn.execute(delete(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner))
         return bool(res.rowcount)
 
@@ -161,17 +189,17 @@ class Repository:
             "created_at": at,
             "updated_at": at,
         }
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(CHAT.insert().values(**row))
         return convert.chat(ChatRow(**row))
 
     async def get_chat(self, owner: str, chat_id: str) -> Chat | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
+        with self._read() as conn:
+            row = conn.execute(_GET_CHAT, {"chat_id": chat_id, "owner": owner}).first()
         return convert.chat(row) if row else None
 
     async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(CHAT.c.graph).where(CHAT.c.id == chat_id)).first()
         return row.graph if row else None
 
@@ -180,17 +208,17 @@ class Repository:
         if after:
             query = query.where(_before(CHAT, after))
         query = query.order_by(CHAT.c.created_at.desc(), CHAT.c.id.desc()).limit(limit)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [convert.chat(r) for r in conn.execute(query).all()]
 
     async def list_chats_in_status(self, statuses: Sequence[ChatStatus]) -> list[Chat]:
         query = select(*_CHAT_COLUMNS).where(CHAT.c.status.in_([s.value for s in statuses]))
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [convert.chat(r) for r in conn.execute(query).all()]
 
     async def delete_chat(self, owner: str, chat_id: str) -> Chat | None:
         """Deletes the chat with its history in one transaction; returns it as it was."""
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
             if row is None:
                 return None
@@ -214,7 +242,7 @@ class Repository:
         both pass it.
         """
         at = now()
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             row = _lock_chat(conn, chat_id, owner)
             if row is None or (require is not None and ChatStatus(row.status) not in require):
                 return None
@@ -262,11 +290,11 @@ class Repository:
             .order_by(MESSAGE.c.seq)
             .limit(limit)
         )
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [convert.message(r) for r in conn.execute(query).all()]
 
     async def events_after(self, chat_id: str, after_seq: int) -> list[ChatEvent]:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             msgs = conn.execute(select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)).all()
             statuses = conn.execute(
                 select(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id, STATUS_EVENT.c.seq > after_seq)

@@ -1,0 +1,112 @@
+"""Envoy's ext_authz over HTTP: Envoy asks this small loopback endpoint about every request.
+
+HTTP/1.1 over kept-alive connections, parsed by httptools (the C parser behind uvicorn), costs the server a
+fraction of a gRPC call per check, and the check runs on every request through the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httptools
+
+from ..domain.errors import Unauthenticated
+from ..domain.keys import KeyService
+from .errors import ERROR_DOMAIN
+
+log = logging.getLogger(__name__)
+UNAUTHENTICATED = 16
+
+
+def deny_body(err: Unauthenticated) -> bytes:
+    # The same shape as the transcoder's gRPC error bodies, so REST clients parse one error format.
+    return json.dumps(
+        {
+            "code": UNAUTHENTICATED,
+            "message": err.message,
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.reason, "domain": ERROR_DOMAIN}
+            ],
+        }
+    ).encode()
+
+
+def _response(status: int, body: bytes = b"", content_type: bytes = b"") -> bytes:
+    reason = b"OK" if status == 200 else b"Unauthorized"
+    head = b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))
+    if content_type:
+        head += b"content-type: " + content_type + b"\r\n"
+    return head + b"\r\n" + body
+
+
+_ALLOW = _response(200)
+
+
+class _CheckProtocol(asyncio.Protocol):
+    """One Envoy connection; requests on it are answered in order (Envoy does not pipeline)."""
+
+    def __init__(self, keys: KeyService) -> None:
+        self._keys = keys
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._api_key: bytes | None = None
+        self._content_type = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            log.warning("bad request on the ext_authz endpoint: %s", exc)
+            assert self._transport is not None
+            self._transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._api_key = None
+        self._content_type = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"x-api-key":
+            self._api_key = value
+        elif lower == b"content-type":
+            self._content_type = value
+
+    def on_message_complete(self) -> None:
+        asyncio.ensure_future(self._answer(self._api_key, self._content_type))
+
+    async def _answer(self, api_key: bytes | None, content_type: bytes) -> None:
+        try:
+            await self._keys.authenticate(api_key.decode() if api_key is not None else None)
+            reply = _ALLOW
+        except Unauthenticated as err:
+            # Native gRPC callers get plain text: Envoy turns the denial into their grpc-message.
+            # (REST calls are checked before transcoding, so their content type is not grpc.)
+            if content_type.startswith(b"application/grpc"):
+                reply = _response(401, err.message.encode(), b"text/plain")
+            else:
+                reply = _response(401, deny_body(err), b"application/json")
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(reply)
+
+
+class AuthzHttpServer:
+    def __init__(self, keys: KeyService) -> None:
+        self._keys = keys
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _CheckProtocol(self._keys), host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
