@@ -563,3 +563,32 @@ async def test_end_reasons_are_distinct() -> None:
     ]:
         reasons.add((await run_chat(spec, answers=answers)).reason)
     assert len(reasons) == 4
+
+
+async def test_model_view_names_are_safe_for_openai() -> None:
+    """OpenAI-compatible endpoints refuse a message `name` with whitespace or <|\\/>: agents may have them."""
+    seen: list[list[dict[str, Any]]] = []
+
+    async def complete(agent: AgentSpec, messages: list[dict[str, Any]]) -> str:
+        seen.append(messages)
+        return "TERMINATE"
+
+    flow = {
+        "nodes": [
+            {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
+            {"id": "a", "type": "user", "data": {"name": "Travel Agent", "human_input_mode": "NEVER"}},
+            {"id": "b", "type": "assistant", "data": {"name": "Helper <b>"}},
+        ],
+        "edges": [{"source": "i", "target": "a"}, {"source": "a", "target": "b", "type": "converse"}],
+    }
+    conversation = TwoAgentConversation(parse_flow(flow), complete)
+
+    class _IO:
+        async def say(self, message: NewMessage) -> None:
+            pass
+
+        async def ask_human(self, agent: AgentSpec, prompt: str) -> str:
+            raise AssertionError("nobody should be asked")
+
+    await conversation.run("hi", _IO())
+    assert [m.get("name") for m in seen[0][1:]] == ["Travel_Agent"]

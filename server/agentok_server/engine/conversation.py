@@ -6,6 +6,7 @@ run can be awaited, cancelled mid model call, and (later) checkpointed step by s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -143,7 +144,7 @@ class TwoAgentConversation:
 
     def _view(self, agent: AgentSpec) -> list[dict[str, Any]]:
         """The history as `agent` sees it: its own messages are the assistant's, the peer's the user's."""
-        names = {a.node_id: a.name for a in (self._initiator, self._recipient)}
+        names = {a.node_id: _wire_name(a.name) for a in (self._initiator, self._recipient)}
         messages: list[dict[str, Any]] = []
         if agent.system_message:
             messages.append({"role": "system", "content": agent.system_message})
@@ -151,3 +152,8 @@ class TwoAgentConversation:
             role = "assistant" if said.sender == agent.node_id else "user"
             messages.append({"role": role, "content": said.content, "name": names[said.sender]})
         return messages
+
+
+def _wire_name(name: str) -> str:
+    """OpenAI-compatible endpoints refuse a message `name` with spaces or <|\\/>; agents may have them."""
+    return re.sub(r"[\s<|\\/>]+", "_", name)[:64]
