@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from agentok_server.edge.envoy_config import JwtConfig
+
 from .support.fake_llm import FakeLlm, FakeLlmServer
 from .support.stack import Stack, create_key
+from .support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,14 @@ def fake_llm(llm_server: FakeLlmServer) -> FakeLlm:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer) -> Iterator[Stack]:
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> TokenFactory:
+    return TokenFactory(tmp_path_factory.mktemp("jwks"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer, tokens: TokenFactory) -> Iterator[Stack]:
     root: Path = tmp_path_factory.mktemp("stack")
-    s = Stack(root, llm_server.base_url)
+    s = Stack(root, llm_server.base_url, jwt=JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file))
     s.start()
     yield s
     s.stop()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agentok.v1 import chat_service_pb2_grpc, flow_service_pb2_grpc
+from agentok.v1 import api_key_service_pb2_grpc, chat_service_pb2_grpc, flow_service_pb2_grpc
 
 from .domain.chats import ChatService
 from .domain.events import EventHub
@@ -21,7 +22,9 @@ from .engine.llm import LlmClient
 from .settings import Settings
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import AuthzHttpServer
-from .transport.servicers import ChatServicer, FlowServicer
+from .transport.edge_identity import EdgeIdentity
+from .transport.rpc import Authenticator
+from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class App:
     runs: RunManager
     hub: EventHub
     llm: LlmClient
+    edge: EdgeIdentity
 
     async def close(self) -> None:
         self.hub.close_all()
@@ -52,8 +56,9 @@ def open_repository(settings: Settings) -> Repository:
     return repo
 
 
-def build_app(settings: Settings) -> App:
+async def build_app(settings: Settings) -> App:
     repo = open_repository(settings)
+    edge_secret = await repo.server_secret("edge-identity", lambda: secrets.token_hex(32))
     hub = EventHub()
     llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts)
     runs = RunManager(repo, hub, llm, settings)
@@ -66,15 +71,17 @@ def build_app(settings: Settings) -> App:
         runs=runs,
         hub=hub,
         llm=llm,
+        edge=EdgeIdentity(bytes.fromhex(edge_secret)),
     )
 
 
 async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
     server = grpc.aio.server()
-    keys = app.keys if app.settings.auth_enabled else None
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(app.chats, keys), server)
-    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, keys), server)
+    auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(app.chats, auth), server)
+    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, auth), server)
+    api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(app.keys, auth), server)
     health_servicer = health.aio.HealthServicer()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -86,11 +93,11 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT, then stops accepting, ends watch streams and stops runs cleanly."""
-    app = build_app(settings)
+    app = await build_app(settings)
     await app.runs.fail_interrupted()
     server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    authz = AuthzHttpServer(app.keys)
+    authz = AuthzHttpServer(app.keys, app.edge)
     authz_port = await authz.start(settings.grpc_host, settings.authz_port)
     log.info("ext_authz check endpoint on %s:%d", settings.grpc_host, authz_port)
     log.info("gRPC server listening on %s:%d", settings.grpc_host, port)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -22,23 +24,48 @@ def _key_service(settings: Settings):  # type: ignore[no-untyped-def]
     return KeyService(open_repository(settings), cache_seconds=0)
 
 
+def _duration(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise typer.BadParameter("use a number and a unit, e.g. 90s, 30m, 12h, 7d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A label such as 'production'.")],
     owner: Annotated[str, typer.Option(help="Who the key's chats and flows belong to.")] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="The key may also manage its owner's API keys.")] = False,
+    expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h; default: never expires.")] = None,
 ) -> None:
     """Creates a key; the secret is printed once, alone on the last line."""
-    key, secret = asyncio.run(_key_service(Settings()).create(name, owner))
-    typer.echo(f"created API key {key.id} ({key.name}, owner {key.owner}); store it now, it is not shown again:")
+    from .domain.model import KeyScope
+
+    expires_at = datetime.now(UTC) + _duration(expires_in) if expires_in else None
+    scope = KeyScope.ADMIN if admin else KeyScope.CHAT
+    key, secret = asyncio.run(_key_service(Settings()).create(owner, name, scope=scope, expires_at=expires_at))
+    typer.echo(
+        f"created API key {key.id} ({key.name}, owner {key.owner}, scope {key.scope.value}); "
+        "store it now, it is not shown again:"
+    )
     typer.echo(secret)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """One key per line: id, name, owner, prefix, created, status. Never the secret."""
-    for key in asyncio.run(_key_service(Settings()).list_keys()):
-        status = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
-        typer.echo(f"{key.id}\t{key.name}\t{key.owner}\t{key.prefix}…\t{key.created_at.isoformat()}\t{status}")
+    """One key per line: id, name, owner, scope, prefix, created, status. Never the secret."""
+    for key in asyncio.run(_key_service(Settings()).list_all()):
+        if key.revoked_at:
+            status = f"revoked {key.revoked_at.isoformat()}"
+        elif key.expires_at:
+            status = f"expires {key.expires_at.isoformat()}"
+        else:
+            status = "active"
+        typer.echo(
+            f"{key.id}\t{key.name}\t{key.owner}\t{key.scope.value}\t{key.prefix}…\t"
+            f"{key.created_at.isoformat()}\t{status}"
+        )
 
 
 @keys_app.command("revoke")
@@ -54,6 +81,30 @@ def keys_revoke(
         typer.echo(err.message, err=True)
         raise typer.Exit(1) from None
     typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def token(
+    subject: Annotated[str, typer.Option(help="The owner the token acts as (its sub claim).")] = "default",
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m or 1h.")] = "15m",
+) -> None:
+    """Signs a short-lived bearer token with the development key pair (`make run` creates it)."""
+    from .devjwt import sign_dev_token
+
+    settings = Settings()
+    lifetime = int(_duration(ttl).total_seconds())
+    try:
+        signed = sign_dev_token(
+            settings.dev_jwt_dir,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            subject=subject,
+            ttl_seconds=lifetime,
+        )
+    except FileNotFoundError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(signed)
 
 
 @app.command()

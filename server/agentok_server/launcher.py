@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 
 from .app import open_repository, serve
+from .devjwt import ensure_dev_keys
 from .domain.keys import KeyService
+from .edge.envoy_config import JwtConfig
 from .edge.envoy_process import EnvoyProcess
 from .settings import Settings
 
 GEN_DESCRIPTOR = "gen/agentok_descriptor.pb"
+
+
+def jwt_config(settings: Settings) -> JwtConfig | None:
+    """Envoy's bearer-token settings; with no JWKS configured, the development key pair's (created once)."""
+    if not settings.tokens_enabled:
+        return None
+    if settings.jwks_uri:
+        return JwtConfig(settings.jwt_issuer, settings.jwt_audience, jwks_uri=settings.jwks_uri)
+    jwks_file = settings.jwks_file or ensure_dev_keys(settings.dev_jwt_dir)
+    return JwtConfig(settings.jwt_issuer, settings.jwt_audience, jwks_file=jwks_file)
 
 
 async def ensure_first_key(settings: Settings) -> str | None:
@@ -18,7 +30,7 @@ async def ensure_first_key(settings: Settings) -> str | None:
     try:
         if await repo.count_active_keys():
             return None
-        _, secret = await KeyService(repo, cache_seconds=0).create("first key", "default")
+        _, secret = await KeyService(repo, cache_seconds=0).create("default", "first key")
         return secret
     finally:
         repo.dispose()
@@ -39,6 +51,8 @@ def _banner(settings: Settings, secret: str | None) -> str:
         lines.append(f"  first API key (shown once):  {secret}")
     else:
         lines.append("  API key: one exists already; create another with `.venv/bin/agentok keys create NAME`")
+    if settings.tokens_enabled and not settings.jwks_uri and not settings.jwks_file:
+        lines.append("  bearer tokens:               .venv/bin/agentok token --subject default  (development key pair)")
     lines += ["", "Try:", f"  curl -s {base}/chats -H 'X-API-KEY: {key}'", ""]
     return "\n".join(lines)
 
@@ -53,6 +67,7 @@ async def _run(settings: Settings) -> None:
         ready_wait.cancel()
         server.result()  # raises why the server could not start
         return
+    jwt = jwt_config(settings)
     envoy = EnvoyProcess(
         work_dir=settings.data_dir / "envoy",
         listen_host=settings.http_host,
@@ -62,6 +77,7 @@ async def _run(settings: Settings) -> None:
         upstream_port=settings.grpc_port,
         authz_port=settings.authz_port,
         concurrency=settings.envoy_concurrency,
+        jwt=jwt,
     )
     try:
         await asyncio.to_thread(envoy.start)

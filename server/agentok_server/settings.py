@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     auth_enabled: bool = True
     key_cache_seconds: float = Field(default=1.0, ge=0, le=1.0, description="Revocation takes effect within this.")
 
+    # Bearer tokens (Authorization: Bearer <JWT>), verified by Envoy. By default against the development
+    # key pair that `make run` creates in data_dir/dev-jwt (and `agentok token` signs with).
+    tokens_enabled: bool = True
+    jwt_issuer: str = "agentok-dev"
+    jwt_audience: str = "agentok"
+    jwks_file: Path | None = Field(default=None, description="Local JWKS; default: the development key pair's.")
+    jwks_uri: str | None = Field(default=None, description="Remote JWKS URL; wins over jwks_file.")
+
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str | None = None
@@ -40,6 +48,10 @@ class Settings(BaseSettings):
 
     watch_keepalive_seconds: float = Field(default=15.0, gt=0)
     shutdown_grace_seconds: float = 5.0
+
+    @property
+    def dev_jwt_dir(self) -> Path:
+        return self.data_dir / "dev-jwt"
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -35,7 +35,7 @@ def test_grpc_refuses_missing_and_wrong_keys(stack: Stack, target: str, key: str
         with pytest.raises(grpc.RpcError) as err:
             client.chats.ListChats(chat_service_pb2.ListChatsRequest(), metadata=client.metadata, timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        expected = "missing API key" if key is None else "invalid API key"
+        expected = "missing credentials" if key is None else "invalid API key"
         assert (err.value.details() or "").startswith(expected)
         with pytest.raises(grpc.RpcError) as err:
             list(client.watch("any", timeout=10))

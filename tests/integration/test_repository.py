@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from agentok_server.domain.model import ChatStatus, MessageType, NewMessage, StatusChange
+from agentok_server.domain.model import ChatStatus, KeyScope, MessageType, NewMessage, StatusChange
 from agentok_server.storage.repository import Repository, make_engine
 
 
@@ -80,8 +80,17 @@ async def test_chats_page_newest_first_per_owner(repo: Repository) -> None:
 
 
 async def test_keys_are_stored_hashed_and_revocable(repo: Repository) -> None:
-    key = await repo.insert_key(name="k", owner="alice", prefix="atk_abc", secret_hash="h1")
-    assert await repo.owner_for_key_hash("h1") == "alice"
-    assert await repo.revoke_key(key.id) and not await repo.revoke_key(key.id)
-    assert await repo.owner_for_key_hash("h1") is None
+    key = await repo.insert_key(name="k", owner="alice", prefix="atk_abc", secret_hash="h1", scope=KeyScope.ADMIN)
+    found = await repo.key_for_hash("h1")
+    assert found is not None and found.owner == "alice" and found.scope is KeyScope.ADMIN and found.id == key.id
+    assert not await repo.revoke_key(key.id, owner="mallory")  # only the owner's own keys
+    assert await repo.revoke_key(key.id, owner="alice") and not await repo.revoke_key(key.id)
+    assert await repo.key_for_hash("h1") is None
     assert await repo.count_active_keys() == 0
+    assert await repo.list_keys("alice", 10) == []  # an owner's list hides revoked keys
+    assert [k.id for k in await repo.list_keys()] == [key.id]  # the operator's list keeps them
+
+
+async def test_server_secret_is_created_once(repo: Repository) -> None:
+    first = await repo.server_secret("edge", lambda: "one")
+    assert first == "one" and await repo.server_secret("edge", lambda: "two") == "one"

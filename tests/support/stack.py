@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agentok_server.edge.envoy_config import JwtConfig
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 VENV_BIN = Path(sys.executable).parent
@@ -81,7 +82,13 @@ class ServerProcess:
 class Stack:
     """One server + one Envoy on free loopback ports, over a fresh SQLite file in `root`."""
 
-    def __init__(self, root: Path, llm_base_url: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        llm_base_url: str,
+        extra_env: dict[str, str] | None = None,
+        jwt: JwtConfig | None = None,
+    ) -> None:
         self.root = root
         self.env = {
             **os.environ,
@@ -103,6 +110,7 @@ class Stack:
             upstream_host="127.0.0.1",
             upstream_port=self.server.port,
             authz_port=int(self.env["AGENTOK_AUTHZ_PORT"]),
+            jwt=jwt,
         )
 
     @property

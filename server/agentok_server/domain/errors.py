@@ -42,6 +42,10 @@ class Unauthenticated(DomainError):
     reason = "UNAUTHENTICATED"
 
 
+class PermissionDenied(DomainError):
+    reason = "PERMISSION_DENIED"
+
+
 def invalid_field(field: str, description: str, *, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
     return InvalidArgument(f"{field}: {description}", reason=reason, field_violations=[(field, description)])
 

@@ -97,11 +97,38 @@ class Flow:
     created_at: datetime | None = None
 
 
+class KeyScope(enum.StrEnum):
+    CHAT = "chat"
+    ADMIN = "admin"
+
+
 @dataclass(frozen=True)
 class ApiKey:
     id: str
     name: str
     owner: str
     prefix: str
+    scope: KeyScope
     created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+class AuthMethod(enum.StrEnum):
+    API_KEY = "api_key"
+    BEARER = "bearer"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, as established at the edge (or by the server for direct gRPC calls)."""
+
+    owner: str
+    method: AuthMethod
+    scope: KeyScope  # bearer tokens act with the owner's full rights
+    key_id: str = ""
+
+    @property
+    def may_manage_keys(self) -> bool:
+        return self.method is AuthMethod.BEARER or self.scope is KeyScope.ADMIN

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -19,7 +21,11 @@ MIB = 1024 * 1024
 # a gRPC call per check, and the check runs on every request.
 _AUTHZ_HTTP = """\
                       http_service:
-                        server_uri: {uri: ${uri}, cluster: agentok_authz, timeout: ${timeout}}"""
+                        server_uri: {uri: ${uri}, cluster: agentok_authz, timeout: ${timeout}}
+                        authorization_response:
+                          # The signed identity goes on to the server (the key and token do not: see authz_http.py).
+                          allowed_upstream_headers:
+                            patterns: [{exact: x-agentok-identity}]"""
 _AUTHZ_HTTP_CLUSTER = """\
     - name: agentok_authz
       type: ${type}
@@ -35,6 +41,89 @@ _AUTHZ_HTTP_CLUSTER = """\
               - endpoint:
                   address:
                     socket_address: {address: ${host}, port_value: ${port}}"""
+
+# Bearer tokens (Authorization: Bearer <JWT>), verified here against the configured issuer, audience and JWKS.
+# A request without a token passes on to the API-key check; a request with a bad token is refused (401).
+# forward: false drops the token once verified; its payload travels on only to the key check.
+_JWT_FILTER = """\
+                  - name: envoy.filters.http.jwt_authn
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+                      providers:
+                        agentok:
+                          issuer: ${issuer}
+                          audiences: [${audience}]
+                          from_headers: [{name: Authorization, value_prefix: "Bearer "}]
+                          forward: false
+                          forward_payload_header: x-jwt-payload
+                          clock_skew_seconds: 30
+${jwks}
+                      rules:
+                        - match: {prefix: /}
+                          requires:
+                            requires_any:
+                              requirements: [{provider_name: agentok}, {allow_missing: {}}]"""
+_LOCAL_JWKS = """\
+                          local_jwks: {filename: ${path}}"""
+_REMOTE_JWKS = """\
+                          remote_jwks:
+                            http_uri: {uri: ${uri}, cluster: agentok_jwks, timeout: 5s}
+                            cache_duration: 300s
+                            async_fetch: {fast_listener: false}
+                            retry_policy: {num_retries: 3}"""
+_JWKS_CLUSTER = """\
+    - name: agentok_jwks
+      type: STRICT_DNS
+      dns_lookup_family: V4_PREFERRED
+      connect_timeout: 5s
+      load_assignment:
+        cluster_name: agentok_jwks
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {address: ${host}, port_value: ${port}}
+${tls}"""
+_JWKS_TLS = """\
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: ${host}"""
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    """Where bearer tokens come from: a local JWKS file (default) or a remote JWKS URI."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    jwks_uri: str | None = None
+
+
+def _jwt(config: JwtConfig | None) -> tuple[str, str]:
+    """(filter YAML, extra cluster YAML) for bearer tokens; empty when tokens are not configured."""
+    if config is None:
+        return "", ""
+    if config.jwks_uri:
+        url = urlsplit(config.jwks_uri)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"jwks_uri must be an http(s) URL, got {config.jwks_uri!r}")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        tls = Template(_JWKS_TLS).substitute(host=url.hostname) if url.scheme == "https" else ""
+        jwks = Template(_REMOTE_JWKS).substitute(uri=json.dumps(config.jwks_uri))
+        cluster = Template(_JWKS_CLUSTER).substitute(host=json.dumps(url.hostname), port=port, tls=tls)
+    elif config.jwks_file:
+        jwks = Template(_LOCAL_JWKS).substitute(path=json.dumps(str(Path(config.jwks_file).resolve())))
+        cluster = ""
+    else:
+        raise ValueError("bearer tokens need a jwks_file or a jwks_uri")
+    flt = Template(_JWT_FILTER).substitute(
+        issuer=json.dumps(config.issuer), audience=json.dumps(config.audience), jwks=jwks
+    )
+    return flt, cluster
+
 
 # Access log fields: never the x-api-key. Paths: what the client asked for, and the gRPC method it became.
 _ACCESS_LOG_FORMAT = {
@@ -108,6 +197,7 @@ def render_envoy_config(
     descriptor_path: Path = DESCRIPTOR,
     authz_port: int,
     auth: bool = True,
+    jwt: JwtConfig | None = None,
     authz_host: str | None = None,
     authz_timeout: float = 1.0,
     route_timeout: float = 60.0,
@@ -135,6 +225,7 @@ def render_envoy_config(
     authz_cluster = Template(_AUTHZ_HTTP_CLUSTER).substitute(
         type=authz_type, host=json.dumps(authz_addr), port=authz_port
     )
+    jwt_filter, jwks_cluster = _jwt(jwt if auth else None)
     return Template(TEMPLATE.read_text()).substitute(
         listen_host=json.dumps(listen),
         listen_port=listen_port,
@@ -146,7 +237,8 @@ def render_envoy_config(
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
         authz_disabled="false" if auth else "true",
         authz_service=authz_service,
-        authz_cluster=authz_cluster,
+        authz_cluster=authz_cluster + ("\n" + jwks_cluster if jwks_cluster else ""),
+        jwt_filter=jwt_filter,
         route_timeout=_seconds(route_timeout),
         stream_idle_timeout=_seconds(stream_idle_timeout),
         max_request_bytes=max_request_bytes,

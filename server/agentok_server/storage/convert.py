@@ -12,6 +12,7 @@ from ..domain.model import (
     ChatStatus,
     EventKind,
     Flow,
+    KeyScope,
     Message,
     MessageType,
     StatusChange,
@@ -76,12 +77,19 @@ def flow(row: RowLike) -> Flow:
     )
 
 
+def _maybe_utc(value: datetime | None) -> datetime | None:
+    return utc(value) if value else None
+
+
 def api_key(row: RowLike) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,
         owner=row.owner,
         prefix=row.prefix,
+        scope=KeyScope(row.scope),
         created_at=utc(row.created_at),
-        revoked_at=utc(row.revoked_at) if row.revoked_at else None,
+        expires_at=_maybe_utc(row.expires_at),
+        last_used_at=_maybe_utc(row.last_used_at),
+        revoked_at=_maybe_utc(row.revoked_at),
     )

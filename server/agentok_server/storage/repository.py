@@ -4,7 +4,7 @@ on SQLite they run inline: a short local transaction is cheaper than a hop to a 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,26 +12,26 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, Flow, Message, NewMessage, StatusChange
+from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, Flow, KeyScope, Message, NewMessage, StatusChange
 from . import convert
-from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, StatusEventRow
+from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, ServerSecretRow, StatusEventRow
 
 CHAT = ChatRow.__table__  # type: ignore[attr-defined]
 MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
 STATUS_EVENT = StatusEventRow.__table__  # type: ignore[attr-defined]
 FLOW = FlowRow.__table__  # type: ignore[attr-defined]
 API_KEY = ApiKeyRow.__table__  # type: ignore[attr-defined]
+SECRET = ServerSecretRow.__table__  # type: ignore[attr-defined]
 
 StepItem = NewMessage | StatusChange
 # Statements on the hot path (every call authenticates; GetChat is the polling call) are built once.
 _CHAT_COLUMNS = [c for c in CHAT.c if c.name != "graph"]  # all but the flow snapshot, which only runs need
 _GET_CHAT = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"), CHAT.c.owner == bindparam("owner"))
 _GET_CHAT_ANY_OWNER = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"))
-_OWNER_FOR_KEY = select(API_KEY.c.owner).where(
-    API_KEY.c.secret_hash == bindparam("secret_hash"), API_KEY.c.revoked_at.is_(None)
-)
+_KEY_FOR_HASH = select(API_KEY).where(API_KEY.c.secret_hash == bindparam("secret_hash"), API_KEY.c.revoked_at.is_(None))
 
 
 def now() -> datetime:
@@ -107,40 +107,81 @@ class Repository:
 
     # --- API keys -------------------------------------------------------------------------------
 
-    async def insert_key(self, *, name: str, owner: str, prefix: str, secret_hash: str) -> ApiKey:
+    async def insert_key(
+        self,
+        *,
+        name: str,
+        owner: str,
+        prefix: str,
+        secret_hash: str,
+        scope: KeyScope = KeyScope.CHAT,
+        expires_at: datetime | None = None,
+    ) -> ApiKey:
         row: dict[str, Any] = {
             "id": new_id(),
             "name": name,
             "owner": owner,
             "prefix": prefix,
             "secret_hash": secret_hash,
+            "scope": scope.value,
             "created_at": now(),
+            "expires_at": expires_at,
+            "last_used_at": None,
             "revoked_at": None,
         }
         with self._write() as conn:
             conn.execute(API_KEY.insert().values(**row))
         return convert.api_key(ApiKeyRow(**row))
 
-    async def list_keys(self) -> list[ApiKey]:
+    async def list_keys(
+        self, owner: str | None = None, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[ApiKey]:
+        """All keys, revoked ones too, oldest first (the CLI); or one owner's active keys, newest first."""
+        if owner is None:
+            query = select(API_KEY).order_by(API_KEY.c.created_at, API_KEY.c.id)
+        else:
+            query = select(API_KEY).where(API_KEY.c.owner == owner, API_KEY.c.revoked_at.is_(None))
+            if after:
+                query = query.where(_before(API_KEY, after))
+            query = query.order_by(API_KEY.c.created_at.desc(), API_KEY.c.id.desc()).limit(limit)
         with self._read() as conn:
-            rows = conn.execute(select(API_KEY).order_by(API_KEY.c.created_at, API_KEY.c.id)).all()
-        return [convert.api_key(r) for r in rows]
+            return [convert.api_key(r) for r in conn.execute(query).all()]
 
     async def count_active_keys(self) -> int:
         with self._read() as conn:
             return len(conn.execute(select(API_KEY.c.id).where(API_KEY.c.revoked_at.is_(None))).all())
 
-    async def revoke_key(self, key_id: str) -> bool:
+    async def revoke_key(self, key_id: str, owner: str | None = None) -> bool:
+        query = update(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None))
+        if owner is not None:
+            query = query.where(API_KEY.c.owner == owner)
         with self._write() as conn:
-            res = conn.execute(
-                update(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None)).values(revoked_at=now())
-            )
+            res = conn.execute(query.values(revoked_at=now()))
         return bool(res.rowcount)
 
-    async def owner_for_key_hash(self, secret_hash: str) -> str | None:
+    async def key_for_hash(self, secret_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this secret hash; expiry is the caller's to judge."""
         with self._read() as conn:
-            row = conn.execute(_OWNER_FOR_KEY, {"secret_hash": secret_hash}).first()
-        return row.owner if row else None
+            row = conn.execute(_KEY_FOR_HASH, {"secret_hash": secret_hash}).first()
+        return convert.api_key(row) if row else None
+
+    async def touch_key(self, key_id: str, when: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(update(API_KEY).where(API_KEY.c.id == key_id).values(last_used_at=when))
+
+    async def server_secret(self, name: str, make: Callable[[], str]) -> str:
+        """The named secret, created with `make()` by whichever process asks first."""
+        with self._read() as conn:
+            row = conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).first()
+        if row is not None:
+            return str(row.value)
+        try:
+            with self._write() as conn:
+                conn.execute(SECRET.insert().values(name=name, value=make()))
+        except IntegrityError:
+            pass  # another process created it first: use theirs
+        with self._read() as conn:
+            return str(conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).scalar_one())
 
     # --- flows ----------------------------------------------------------------------------------
 

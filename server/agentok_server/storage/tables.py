@@ -18,8 +18,21 @@ class ApiKeyRow(SQLModel, table=True):
     prefix: str
     # SHA-256 of the secret: keys are 256-bit random, so a fast hash is enough (no brute force possible).
     secret_hash: str = Field(unique=True, index=True)
+    scope: str = "chat"
     created_at: datetime
+    expires_at: datetime | None = None
+    # Updated at most once a minute per key: a write on every call would cost more than the call.
+    last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class ServerSecretRow(SQLModel, table=True):
+    """Secrets every server process sharing the database must agree on (e.g. the edge identity key)."""
+
+    __tablename__ = "server_secret"
+
+    name: str = Field(primary_key=True)
+    value: str
 
 
 class FlowRow(SQLModel, table=True):

@@ -2,11 +2,17 @@
 
 HTTP/1.1 over kept-alive connections, parsed by httptools (the C parser behind uvicorn), costs the server a
 fraction of a gRPC call per check, and the check runs on every request through the edge.
+
+A bearer token has already been verified by Envoy's jwt_authn when the request gets here: its payload
+arrives in `x-jwt-payload` (Envoy removes any such header a client sends). Otherwise the API key decides.
+An allowed request gets the signed identity header, and Envoy drops the key and the payload before the
+request goes on: the server needs neither in clear.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 
@@ -14,7 +20,13 @@ import httptools
 
 from ..domain.errors import Unauthenticated
 from ..domain.keys import KeyService
+from ..domain.model import AuthMethod, Identity, KeyScope
+from .edge_identity import HEADER, EdgeIdentity
 from .errors import ERROR_DOMAIN
+
+JWT_PAYLOAD_HEADER = b"x-jwt-payload"
+# Envoy removes these from the request once the check allowed it.
+_REMOVE = b"x-envoy-auth-headers-to-remove: x-api-key," + JWT_PAYLOAD_HEADER + b"\r\n"
 
 log = logging.getLogger(__name__)
 UNAUTHENTICATED = 16
@@ -33,25 +45,36 @@ def deny_body(err: Unauthenticated) -> bytes:
     ).encode()
 
 
-def _response(status: int, body: bytes = b"", content_type: bytes = b"") -> bytes:
+def _response(status: int, body: bytes = b"", content_type: bytes = b"", extra: bytes = b"") -> bytes:
     reason = b"OK" if status == 200 else b"Unauthorized"
     head = b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))
     if content_type:
         head += b"content-type: " + content_type + b"\r\n"
-    return head + b"\r\n" + body
+    return head + extra + b"\r\n" + body
 
 
-_ALLOW = _response(200)
+def token_identity(payload: bytes) -> Identity:
+    """The identity of a token jwt_authn verified: its subject is the owner."""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    except ValueError:
+        raise Unauthenticated("unreadable token payload", reason="TOKEN_INVALID") from None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("the bearer token has no subject (sub claim)", reason="TOKEN_NO_SUBJECT")
+    return Identity(owner=subject, method=AuthMethod.BEARER, scope=KeyScope.ADMIN)
 
 
 class _CheckProtocol(asyncio.Protocol):
     """One Envoy connection; requests on it are answered in order (Envoy does not pipeline)."""
 
-    def __init__(self, keys: KeyService) -> None:
+    def __init__(self, keys: KeyService, edge: EdgeIdentity) -> None:
         self._keys = keys
+        self._edge = edge
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._api_key: bytes | None = None
+        self._jwt_payload: bytes | None = None
         self._content_type = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,22 +92,29 @@ class _CheckProtocol(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._api_key = None
+        self._jwt_payload = None
         self._content_type = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
         if lower == b"x-api-key":
             self._api_key = value
+        elif lower == JWT_PAYLOAD_HEADER:
+            self._jwt_payload = value
         elif lower == b"content-type":
             self._content_type = value
 
     def on_message_complete(self) -> None:
-        asyncio.ensure_future(self._answer(self._api_key, self._content_type))
+        asyncio.ensure_future(self._answer(self._api_key, self._jwt_payload, self._content_type))
 
-    async def _answer(self, api_key: bytes | None, content_type: bytes) -> None:
+    async def _answer(self, api_key: bytes | None, jwt_payload: bytes | None, content_type: bytes) -> None:
         try:
-            await self._keys.authenticate(api_key.decode() if api_key is not None else None)
-            reply = _ALLOW
+            if jwt_payload is not None:
+                identity = token_identity(jwt_payload)
+            else:
+                identity = await self._keys.authenticate(api_key.decode() if api_key is not None else None)
+            signed = HEADER.encode() + b": " + self._edge.encode(identity).encode() + b"\r\n"
+            reply = _response(200, extra=signed + _REMOVE)
         except Unauthenticated as err:
             # Native gRPC callers get plain text: Envoy turns the denial into their grpc-message.
             # (REST calls are checked before transcoding, so their content type is not grpc.)
@@ -97,13 +127,14 @@ class _CheckProtocol(asyncio.Protocol):
 
 
 class AuthzHttpServer:
-    def __init__(self, keys: KeyService) -> None:
+    def __init__(self, keys: KeyService, edge: EdgeIdentity) -> None:
         self._keys = keys
+        self._edge = edge
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _CheckProtocol(self._keys), host, port)
+        self._server = await loop.create_server(lambda: _CheckProtocol(self._keys, self._edge), host, port)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

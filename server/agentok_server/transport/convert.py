@@ -6,10 +6,10 @@ from datetime import datetime
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from agentok.v1 import chat_enums_pb2, chat_pb2, flow_pb2
+from agentok.v1 import api_key_pb2, chat_enums_pb2, chat_pb2, flow_pb2
 
 from ..domain.flows import public_graph
-from ..domain.model import Chat, ChatEvent, ChatStatus, EventKind, Flow, Message, MessageType
+from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, EventKind, Flow, KeyScope, Message, MessageType
 
 _STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus}
 _TYPE = {t: chat_enums_pb2.MessageType.Value.Value(t.value) for t in MessageType}
@@ -72,4 +72,18 @@ def flow(f: Flow) -> flow_pb2.Flow:
     out = flow_pb2.Flow(id=f.id, name=f.name, flow=graph, warnings=f.warnings)
     if f.created_at is not None:
         out.created_at.CopyFrom(timestamp(f.created_at))
+    return out
+
+
+_SCOPE = {KeyScope.CHAT: api_key_pb2.ApiKey.SCOPE_CHAT, KeyScope.ADMIN: api_key_pb2.ApiKey.SCOPE_ADMIN}
+
+
+def api_key(k: ApiKey) -> api_key_pb2.ApiKey:
+    out = api_key_pb2.ApiKey(
+        id=k.id, name=k.name, owner=k.owner, prefix=k.prefix, scope=_SCOPE[k.scope], create_time=timestamp(k.created_at)
+    )
+    if k.last_used_at is not None:
+        out.last_used_time.CopyFrom(timestamp(k.last_used_at))
+    if k.expires_at is not None:
+        out.expire_time.CopyFrom(timestamp(k.expires_at))
     return out

@@ -7,7 +7,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ..domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from ..domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 ERROR_DOMAIN = "agentok.ai"
 
@@ -16,6 +23,7 @@ _CODES: dict[type[DomainError], int] = {
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
 }
 
 
