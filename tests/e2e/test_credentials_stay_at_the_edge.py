@@ -1,0 +1,90 @@
+"""What reaches the server through Envoy: the signed identity, never the API key or the bearer token.
+
+The upstream here is a recording ChatService (to see the metadata that arrives), behind the real Envoy and
+the real key-check endpoint of the server code, over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from agentok.v1 import chat_service_pb2, chat_service_pb2_grpc
+from agentok_server.domain.keys import KeyService
+from agentok_server.edge.envoy_config import JwtConfig
+from agentok_server.edge.envoy_process import EnvoyProcess
+from agentok_server.storage.repository import Repository, make_engine
+from agentok_server.transport.authz_http import AuthzHttpServer
+from agentok_server.transport.edge_identity import HEADER, EdgeIdentity
+
+from ..support.stack import free_port
+from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
+
+
+class _Recorder(chat_service_pb2_grpc.ChatServiceServicer):
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    async def ListChats(
+        self, request: chat_service_pb2.ListChatsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_service_pb2.ListChatsResponse:
+        self.metadata.append({k: str(v) for k, v in context.invocation_metadata() or ()})
+        return chat_service_pb2.ListChatsResponse()
+
+
+@pytest.fixture()
+async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str, EdgeIdentity]]:
+    root = Path(tempfile.mkdtemp())
+    repo = Repository(make_engine(f"sqlite:///{root / 'db.sqlite'}"))
+    repo.create_schema()
+    keys = KeyService(repo, cache_seconds=1)
+    _, secret = await keys.create("olga", "k")
+    identity = EdgeIdentity(b"test-secret")
+    authz = AuthzHttpServer(keys, identity)
+    authz_port = await authz.start("127.0.0.1", 0)
+    recorder = _Recorder()
+    server = grpc.aio.server()
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(recorder, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    envoy = EnvoyProcess(
+        work_dir=root / "envoy",
+        listen_host="127.0.0.1",
+        listen_port=free_port(),
+        admin_port=free_port(),
+        upstream_host="127.0.0.1",
+        upstream_port=port,
+        authz_port=authz_port,
+        jwt=JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file),
+    )
+    await asyncio.to_thread(envoy.start)
+    try:
+        yield f"http://127.0.0.1:{envoy.listen_port}", recorder, secret, identity
+    finally:
+        envoy.stop()
+        await server.stop(0)
+        await authz.stop()
+        repo.dispose()
+
+
+async def test_key_and_token_are_not_forwarded(
+    edge: tuple[str, _Recorder, str, EdgeIdentity], tokens: TokenFactory
+) -> None:
+    url, recorder, secret, identity = edge
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/chats", headers={"X-API-KEY": secret})).status_code == 200
+        bearer = {"Authorization": f"Bearer {tokens.token('olga')}"}
+        assert (await http.get("/chats", headers=bearer)).status_code == 200
+    by_key, by_token = recorder.metadata
+    for seen in (by_key, by_token):
+        assert "x-api-key" not in seen and "authorization" not in seen and "x-jwt-payload" not in seen
+        assert secret not in str(seen)
+    key_identity, token_identity = identity.decode(by_key[HEADER]), identity.decode(by_token[HEADER])
+    assert key_identity is not None and key_identity.owner == "olga" and key_identity.method.value == "api_key"
+    assert token_identity is not None and token_identity.owner == "olga" and token_identity.method.value == "bearer"
