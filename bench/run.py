@@ -32,6 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agentok.v1 import chat_enums_pb2, chat_service_pb2_grpc, flow_service_pb2_grpc
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import flow_service_pb2 as fs
+from agentok_server.devjwt import ensure_dev_keys
+from agentok_server.edge.envoy_config import JwtConfig
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 BIN = Path(sys.executable).parent
@@ -99,6 +101,8 @@ def stack(auth: bool) -> Iterator[tuple[str, str]]:
         upstream_host="127.0.0.1",
         upstream_port=int(env["AGENTOK_GRPC_PORT"]),
         authz_port=int(env["AGENTOK_AUTHZ_PORT"]),
+        # As `make run` deploys it: bearer tokens verified too (requests here carry keys, so it passes them on).
+        jwt=JwtConfig("agentok-dev", "agentok", jwks_file=ensure_dev_keys(root / "dev-jwt")) if auth else None,
         auth=auth,
     )
     envoy.start()

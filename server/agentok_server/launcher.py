@@ -43,7 +43,8 @@ def _banner(settings: Settings, secret: str | None) -> str:
         "",
         "agentok-grpc is running (Ctrl-C stops it).",
         f"  REST (through Envoy):        {base}",
-        f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}  (metadata x-api-key)",
+        f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}"
+        "  (metadata x-api-key or authorization: Bearer)",
         f"  gRPC server (direct, local): {settings.grpc_host}:{settings.grpc_port}",
         f"  database:                    {settings.effective_database_url}",
     ]
