@@ -90,6 +90,7 @@ class Stack:
         jwt: JwtConfig | None = None,
     ) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
             "AGENTOK_DATA_DIR": str(root / "data"),
