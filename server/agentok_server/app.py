@@ -16,7 +16,9 @@ from agentok.v1 import api_key_service_pb2_grpc, chat_service_pb2_grpc, flow_ser
 from .domain.chats import ChatService
 from .domain.events import EventHub
 from .domain.flows import FlowService
+from .domain.idempotency import Idempotency
 from .domain.keys import KeyService
+from .domain.model import Budget, TimeoutAction
 from .domain.runs import RunManager
 from .engine.llm import LlmClient
 from .settings import Settings
@@ -66,7 +68,17 @@ async def build_app(settings: Settings) -> App:
         settings=settings,
         repo=repo,
         keys=KeyService(repo, cache_seconds=settings.key_cache_seconds),
-        chats=ChatService(repo, hub, runs, keepalive_seconds=settings.watch_keepalive_seconds),
+        chats=ChatService(
+            repo,
+            hub,
+            runs,
+            keepalive_seconds=settings.watch_keepalive_seconds,
+            default_budget=Budget(
+                max_agent_turns=settings.default_max_agent_turns,
+                input_timeout_seconds=settings.default_input_timeout_seconds,
+                input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
+            ),
+        ),
         flows=FlowService(repo),
         runs=runs,
         hub=hub,
@@ -79,7 +91,9 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
     server = grpc.aio.server()
     auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(app.chats, auth), server)
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(
+        ChatServicer(app.chats, Idempotency(app.repo), auth), server
+    )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, auth), server)
     api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(app.keys, auth), server)
     health_servicer = health.aio.HealthServicer()
@@ -94,7 +108,7 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT, then stops accepting, ends watch streams and stops runs cleanly."""
     app = await build_app(settings)
-    await app.runs.fail_interrupted()
+    await app.runs.resume_all()
     server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
     authz = AuthzHttpServer(app.keys, app.edge)

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     llm_attempts: int = Field(default=3, ge=1)
 
     watch_keepalive_seconds: float = Field(default=15.0, gt=0)
+
+    # Budgets a chat gets unless CreateChat sets its own.
+    default_max_agent_turns: int = Field(default=200, ge=0, description="0: no limit")
+    default_input_timeout_seconds: float = Field(default=0.0, ge=0, description="0: wait for people forever")
+    default_input_timeout_action: str = Field(default="skip", pattern="^(skip|end)$")
     shutdown_grace_seconds: float = 5.0
 
     @property

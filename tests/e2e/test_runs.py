@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-from pathlib import Path
-
 import pytest
 
 from ..conftest import Keys
 from ..support.api import Rest, real_flow, unique_model, with_model
-from ..support.fake_llm import FakeLlm, FakeLlmServer
-from ..support.stack import Stack, create_key
+from ..support.fake_llm import FakeLlm
+from ..support.stack import Stack
 
 
 @pytest.fixture()
@@ -75,29 +72,3 @@ def test_rejected_real_flows_say_why(rest: Rest) -> None:
         r = rest.http.post("/flows", json={"name": name, "flow": real_flow(name)})
         assert r.status_code == 400, name
         assert reason in r.json()["message"], (name, r.json()["message"])
-
-
-def test_no_chat_is_left_running_after_the_server_dies(tmp_path: Path, llm_server: FakeLlmServer) -> None:
-    stack = Stack(tmp_path, llm_server.base_url).start()
-    try:
-        _, key = create_key(stack.env, "k", "dave")
-        rest = Rest(stack.rest_url, key)
-        slow = rest.create_chat(rest.create_flow(with_model(real_flow("14"), "slow-30"))["id"])
-        waiting = rest.create_chat(rest.create_flow(with_model(real_flow("13"), "m"))["id"])
-        rest.send(slow["id"], "hello")
-        sent = rest.send(waiting["id"], "hello")
-        rest.wait_status(waiting["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
-        assert rest.chat(slow["id"])["status"] == "running"
-
-        stack.server.stop(signal.SIGKILL)
-        stack.server.start()
-
-        for chat in (slow, waiting):
-            after = rest.chat(chat["id"])
-            assert after["status"] == "error", after
-            assert "server stopped" in after["error"]
-        # The history up to the crash is intact, and the chat takes a new message.
-        assert [m["content"] for m in rest.messages(slow["id"])] == ["hello"]
-        assert rest.http.post(f"/chats/{slow['id']}/messages", json={"message": "again"}).status_code == 200
-    finally:
-        stack.stop()

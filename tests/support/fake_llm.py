@@ -5,7 +5,7 @@ Behaviour is chosen per request by the `model` name, so tests sharing one server
 - a model registered with `script(model, replies)` answers with those replies in order, then with
   `<last message> ack`; any other model answers `<last message> ack`;
 - `fail-<status>` answers that HTTP status; `malformed` answers a broken body;
-- `slow-<seconds>` waits that long first.
+- `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request.
 Every request is recorded by model.
 """
 
@@ -41,6 +41,8 @@ class FakeLlm:
             scripted = script.popleft() if script else None
         if model.startswith("slow-"):
             time.sleep(float(model.removeprefix("slow-")))  # runs on this server's own thread
+        if model.startswith("slowonce-") and len(self.requests[model]) == 1:
+            time.sleep(float(model.removeprefix("slowonce-")))
         if model.startswith("fail-"):
             return int(model.removeprefix("fail-")), b'{"error": {"message": "scripted failure"}}'
         if model == "malformed":

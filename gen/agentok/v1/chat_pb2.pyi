@@ -2,7 +2,9 @@ import datetime
 
 from agentok.v1 import chat_enums_pb2 as _chat_enums_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -10,8 +12,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class HumanInputTimeoutAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED: _ClassVar[HumanInputTimeoutAction]
+    HUMAN_INPUT_TIMEOUT_ACTION_SKIP: _ClassVar[HumanInputTimeoutAction]
+    HUMAN_INPUT_TIMEOUT_ACTION_END_RUN: _ClassVar[HumanInputTimeoutAction]
+HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED: HumanInputTimeoutAction
+HUMAN_INPUT_TIMEOUT_ACTION_SKIP: HumanInputTimeoutAction
+HUMAN_INPUT_TIMEOUT_ACTION_END_RUN: HumanInputTimeoutAction
+
 class Chat(_message.Message):
-    __slots__ = ("id", "name", "from_type", "from_flow", "status", "error", "created_at", "updated_at", "input_prompt", "last_seq")
+    __slots__ = ("id", "name", "from_type", "from_flow", "status", "error", "created_at", "updated_at", "input_prompt", "last_seq", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "input_deadline")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +33,10 @@ class Chat(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     INPUT_PROMPT_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGENT_TURNS_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_INPUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_INPUT_TIMEOUT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     from_type: str
@@ -32,7 +47,11 @@ class Chat(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     input_prompt: str
     last_seq: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_prompt: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    max_agent_turns: int
+    human_input_timeout: _duration_pb2.Duration
+    human_input_timeout_action: HumanInputTimeoutAction
+    input_deadline: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_prompt: _Optional[str] = ..., last_seq: _Optional[int] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[HumanInputTimeoutAction, str]] = ..., input_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("id", "chat_id", "seq", "type", "sender", "receiver", "content", "created_at")
@@ -55,7 +74,7 @@ class Message(_message.Message):
     def __init__(self, id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[_chat_enums_pb2.MessageType.Value, str]] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., content: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
-    __slots__ = ("seq", "chat_id", "time", "message_added", "status_changed", "chat_deleted", "keep_alive")
+    __slots__ = ("seq", "chat_id", "time", "message_added", "status_changed", "chat_deleted", "keep_alive", "server_shutdown")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +82,7 @@ class ChatEvent(_message.Message):
     STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     CHAT_DELETED_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     seq: int
     chat_id: str
     time: _timestamp_pb2.Timestamp
@@ -70,7 +90,12 @@ class ChatEvent(_message.Message):
     status_changed: StatusChanged
     chat_deleted: ChatDeleted
     keep_alive: KeepAlive
-    def __init__(self, seq: _Optional[int] = ..., chat_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_added: _Optional[_Union[Message, _Mapping]] = ..., status_changed: _Optional[_Union[StatusChanged, _Mapping]] = ..., chat_deleted: _Optional[_Union[ChatDeleted, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ...) -> None: ...
+    server_shutdown: ServerShutdown
+    def __init__(self, seq: _Optional[int] = ..., chat_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_added: _Optional[_Union[Message, _Mapping]] = ..., status_changed: _Optional[_Union[StatusChanged, _Mapping]] = ..., chat_deleted: _Optional[_Union[ChatDeleted, _Mapping]] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., server_shutdown: _Optional[_Union[ServerShutdown, _Mapping]] = ...) -> None: ...
+
+class ServerShutdown(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class StatusChanged(_message.Message):
     __slots__ = ("status", "error", "input_prompt")

@@ -1,6 +1,9 @@
+import datetime
+
 from agentok.v1 import chat_pb2 as _chat_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -38,14 +41,22 @@ class GetChatResponse(_message.Message):
     def __init__(self, chat: _Optional[_Union[_chat_pb2.Chat, _Mapping]] = ...) -> None: ...
 
 class CreateChatRequest(_message.Message):
-    __slots__ = ("name", "from_type", "from_flow")
+    __slots__ = ("name", "from_type", "from_flow", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_TYPE_FIELD_NUMBER: _ClassVar[int]
     FROM_FLOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGENT_TURNS_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_INPUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_INPUT_TIMEOUT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     from_type: str
     from_flow: str
-    def __init__(self, name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ...) -> None: ...
+    max_agent_turns: int
+    human_input_timeout: _duration_pb2.Duration
+    human_input_timeout_action: _chat_pb2.HumanInputTimeoutAction
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[_chat_pb2.HumanInputTimeoutAction, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateChatResponse(_message.Message):
     __slots__ = ("chat",)
@@ -64,12 +75,14 @@ class DeleteChatResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("chat_id", "message")
+    __slots__ = ("chat_id", "message", "request_id")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     message: str
-    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("chat", "message")
@@ -98,12 +111,26 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SendInputRequest(_message.Message):
-    __slots__ = ("chat_id", "message")
+    __slots__ = ("chat_id", "message", "request_id")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     message: str
-    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CancelChatRequest(_message.Message):
+    __slots__ = ("chat_id",)
+    CHAT_ID_FIELD_NUMBER: _ClassVar[int]
+    chat_id: str
+    def __init__(self, chat_id: _Optional[str] = ...) -> None: ...
+
+class CancelChatResponse(_message.Message):
+    __slots__ = ("chat",)
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    chat: _chat_pb2.Chat
+    def __init__(self, chat: _Optional[_Union[_chat_pb2.Chat, _Mapping]] = ...) -> None: ...
 
 class SendInputResponse(_message.Message):
     __slots__ = ("chat",)

@@ -70,6 +70,11 @@ class ChatServiceStub:
                 request_serializer=agentok_dot_v1_dot_chat__service__pb2.SendInputRequest.SerializeToString,
                 response_deserializer=agentok_dot_v1_dot_chat__service__pb2.SendInputResponse.FromString,
                 _registered_method=True)
+        self.CancelChat = channel.unary_unary(
+                '/agentok.v1.ChatService/CancelChat',
+                request_serializer=agentok_dot_v1_dot_chat__service__pb2.CancelChatRequest.SerializeToString,
+                response_deserializer=agentok_dot_v1_dot_chat__service__pb2.CancelChatResponse.FromString,
+                _registered_method=True)
         self.WatchChat = channel.unary_stream(
                 '/agentok.v1.ChatService/WatchChat',
                 request_serializer=agentok_dot_v1_dot_chat__service__pb2.WatchChatRequest.SerializeToString,
@@ -130,6 +135,13 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelChat(self, request, context):
+        """Stops the chat's run (running or waiting), even mid model call; the chat returns to ready.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchChat(self, request, context):
         """Streams a chat's events as they happen, after replaying those after `after_seq`.
         """
@@ -174,6 +186,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SendInput,
                     request_deserializer=agentok_dot_v1_dot_chat__service__pb2.SendInputRequest.FromString,
                     response_serializer=agentok_dot_v1_dot_chat__service__pb2.SendInputResponse.SerializeToString,
+            ),
+            'CancelChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelChat,
+                    request_deserializer=agentok_dot_v1_dot_chat__service__pb2.CancelChatRequest.FromString,
+                    response_serializer=agentok_dot_v1_dot_chat__service__pb2.CancelChatResponse.SerializeToString,
             ),
             'WatchChat': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchChat,
@@ -371,6 +388,33 @@ class ChatService:
             '/agentok.v1.ChatService/SendInput',
             agentok_dot_v1_dot_chat__service__pb2.SendInputRequest.SerializeToString,
             agentok_dot_v1_dot_chat__service__pb2.SendInputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentok.v1.ChatService/CancelChat',
+            agentok_dot_v1_dot_chat__service__pb2.CancelChatRequest.SerializeToString,
+            agentok_dot_v1_dot_chat__service__pb2.CancelChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,14 +15,35 @@ from ..storage.repository import Repository
 from . import paging
 from .errors import FailedPrecondition, InvalidArgument, chat_not_found, flow_not_found, invalid_field
 from .events import EventHub
-from .model import Chat, ChatEvent, ChatStatus, EventKind, Message, MessageType, NewMessage, StatusChange
-from .runs import RunManager
+from .model import (
+    Budget,
+    Chat,
+    ChatEvent,
+    ChatStatus,
+    EventKind,
+    JournalEntry,
+    Message,
+    MessageType,
+    NewMessage,
+    StatusChange,
+    TimeoutAction,
+)
+from .runs import IN_RUN, SYSTEM, RunManager
 
 STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
 
 
 class ChatService:
-    def __init__(self, repo: Repository, hub: EventHub, runs: RunManager, *, keepalive_seconds: float) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        hub: EventHub,
+        runs: RunManager,
+        *,
+        keepalive_seconds: float,
+        default_budget: Budget | None = None,
+    ) -> None:
+        self._default_budget = default_budget or Budget()
         self._repo = repo
         self._hub = hub
         self._runs = runs
@@ -47,7 +68,30 @@ class ChatService:
         last = chats[limit - 1]
         return chats[:limit], paging.encode(last.created_at.isoformat(), last.id)
 
-    async def create(self, owner: str, name: str, from_type: str, from_flow: str) -> Chat:
+    async def create(
+        self,
+        owner: str,
+        name: str,
+        from_type: str,
+        from_flow: str,
+        *,
+        max_agent_turns: int = 0,
+        input_timeout_seconds: float | None = None,
+        input_timeout_action: TimeoutAction | None = None,
+    ) -> Chat:
+        """Budgets left at 0/None take the server's defaults."""
+        if max_agent_turns < 0:
+            raise invalid_field("max_agent_turns", "must not be negative (0 means the server's default)")
+        if input_timeout_seconds is not None and input_timeout_seconds < 0:
+            raise invalid_field("human_input_timeout", "must not be negative")
+        defaults = self._default_budget
+        budget = Budget(
+            max_agent_turns=max_agent_turns or defaults.max_agent_turns,
+            input_timeout_seconds=(
+                defaults.input_timeout_seconds if input_timeout_seconds is None else input_timeout_seconds
+            ),
+            input_timeout_action=input_timeout_action or defaults.input_timeout_action,
+        )
         if from_type != "flow":
             raise invalid_field("from_type", f'must be "flow" (got {from_type!r})')
         if not from_flow:
@@ -61,6 +105,7 @@ class ChatService:
             from_type=from_type,
             from_flow=from_flow,
             graph=flow.graph,
+            budget=budget,
         )
 
     async def delete(self, owner: str, chat_id: str) -> None:
@@ -93,14 +138,14 @@ class ChatService:
         initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
         first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
         result = await self._repo.apply_step(
-            chat_id, [StatusChange(ChatStatus.RUNNING), first], require=STARTABLE, owner=owner
+            chat_id, [StatusChange(ChatStatus.RUNNING), first], require=STARTABLE, owner=owner, start_run=text
         )
         if result is None:
             # The chat changed between the read and the write: report what it is now.
             self._check_startable(await self._get(owner, chat_id))
             raise chat_not_found(chat_id)
         self._hub.publish(result.events)
-        self._runs.start(chat_id, spec, text)
+        self._runs.start(result.chat, spec)
         message = result.events[-1].message
         assert message is not None
         return result.chat, message
@@ -130,13 +175,41 @@ class ChatService:
                 reason="CHAT_NOT_WAITING",
                 metadata={"chat_id": chat_id, "status": chat.status.value},
             )
+        # The answer is journaled with the status change: after a restart, the run replays it.
         result = await self._repo.apply_step(
-            chat_id, [StatusChange(ChatStatus.RUNNING)], require=[ChatStatus.WAITING], owner=owner
+            chat_id,
+            [StatusChange(ChatStatus.RUNNING)],
+            require=[ChatStatus.WAITING],
+            owner=owner,
+            journal=[JournalEntry("human", answer)],
+            run_no=chat.run.run_no,
         )
         if result is None:
             raise FailedPrecondition("the chat is no longer waiting for human input", reason="CHAT_NOT_WAITING")
         self._hub.publish(result.events)
         self._runs.deliver_input(chat_id, answer)
+        return result.chat
+
+    async def cancel(self, owner: str, chat_id: str) -> Chat:
+        """Stops the run, mid model call too; the chat is ready again, with a message recording why."""
+        chat = await self._get(owner, chat_id)
+        if not chat.status.in_run:
+            raise FailedPrecondition(
+                f"the chat has no run to cancel (status: {chat.status.value})",
+                reason="CHAT_NOT_RUNNING",
+                metadata={"chat_id": chat_id, "status": chat.status.value},
+            )
+        await self._runs.stop(chat_id)
+        note = NewMessage(type=MessageType.SYSTEM, sender=SYSTEM, receiver="", content="The run was cancelled.")
+        result = await self._repo.apply_step(
+            chat_id, [note, StatusChange(ChatStatus.READY)], require=IN_RUN, owner=owner
+        )
+        if result is None:  # the run ended on its own meanwhile
+            chat = await self._get(owner, chat_id)
+            raise FailedPrecondition(
+                f"the chat has no run to cancel (status: {chat.status.value})", reason="CHAT_NOT_RUNNING"
+            )
+        self._hub.publish(result.events)
         return result.chat
 
     async def list_messages(
@@ -179,7 +252,8 @@ class ChatService:
                 except TimeoutError:
                     yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
                     continue
-                if event is None:
+                if event is None:  # the server is shutting down: say so, so the client reconnects
+                    yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.SHUTDOWN)
                     return
                 if event.kind is EventKind.DELETED:
                     yield event

@@ -39,6 +39,36 @@ class Chat:
     last_seq: int
     created_at: datetime
     updated_at: datetime
+    budget: Budget
+    run: RunState
+
+
+class TimeoutAction(enum.StrEnum):
+    SKIP = "skip"  # answer AutoGen's empty reply and go on
+    END = "end"  # end the run
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-chat limits, fixed at creation: 0 / 0.0 mean none."""
+
+    max_agent_turns: int = 0
+    input_timeout_seconds: float = 0.0
+    input_timeout_action: TimeoutAction = TimeoutAction.SKIP
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_no: int = 0
+    run_input: str = ""
+    run_steps: int = 0
+    input_deadline: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    kind: str  # "say" | "llm" | "human" | "choice"
+    value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,8 @@ class StatusChange:
     status: ChatStatus
     error: str = ""
     input_prompt: str = ""
+    # When the question times out (wait_for_human_input with a deadline); kept on the chat, not in events.
+    input_deadline: datetime | None = None
 
 
 class EventKind(enum.StrEnum):
@@ -75,6 +107,7 @@ class EventKind(enum.StrEnum):
     STATUS = "status"
     DELETED = "deleted"
     KEEPALIVE = "keepalive"
+    SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True)

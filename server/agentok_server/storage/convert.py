@@ -7,6 +7,7 @@ from typing import Any
 
 from ..domain.model import (
     ApiKey,
+    Budget,
     Chat,
     ChatEvent,
     ChatStatus,
@@ -15,7 +16,9 @@ from ..domain.model import (
     KeyScope,
     Message,
     MessageType,
+    RunState,
     StatusChange,
+    TimeoutAction,
 )
 
 # A table object or a Core Row: both expose the columns as attributes.
@@ -40,6 +43,17 @@ def chat(row: RowLike) -> Chat:
         last_seq=row.last_seq,
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
+        budget=Budget(
+            max_agent_turns=row.max_agent_turns,
+            input_timeout_seconds=row.input_timeout_seconds,
+            input_timeout_action=TimeoutAction(row.input_timeout_action),
+        ),
+        run=RunState(
+            run_no=row.run_no,
+            run_input=row.run_input,
+            run_steps=row.run_steps,
+            input_deadline=_maybe_utc(row.input_deadline),
+        ),
     )
 
 

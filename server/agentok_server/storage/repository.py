@@ -15,9 +15,30 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, Flow, KeyScope, Message, NewMessage, StatusChange
+from ..domain.model import (
+    ApiKey,
+    Budget,
+    Chat,
+    ChatEvent,
+    ChatStatus,
+    Flow,
+    JournalEntry,
+    KeyScope,
+    Message,
+    NewMessage,
+    StatusChange,
+)
 from . import convert
-from .tables import ApiKeyRow, ChatRow, FlowRow, MessageRow, ServerSecretRow, StatusEventRow
+from .tables import (
+    ApiKeyRow,
+    ChatRow,
+    FlowRow,
+    IdempotencyRow,
+    MessageRow,
+    RunStepRow,
+    ServerSecretRow,
+    StatusEventRow,
+)
 
 CHAT = ChatRow.__table__  # type: ignore[attr-defined]
 MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
@@ -25,6 +46,8 @@ STATUS_EVENT = StatusEventRow.__table__  # type: ignore[attr-defined]
 FLOW = FlowRow.__table__  # type: ignore[attr-defined]
 API_KEY = ApiKeyRow.__table__  # type: ignore[attr-defined]
 SECRET = ServerSecretRow.__table__  # type: ignore[attr-defined]
+RUN_STEP = RunStepRow.__table__  # type: ignore[attr-defined]
+IDEMPOTENCY = IdempotencyRow.__table__  # type: ignore[attr-defined]
 
 StepItem = NewMessage | StatusChange
 # Statements on the hot path (every call authenticates; GetChat is the polling call) are built once.
@@ -213,8 +236,16 @@ class Repository:
     # --- chats ----------------------------------------------------------------------------------
 
     async def insert_chat(
-        self, *, owner: str, name: str, from_type: str, from_flow: str, graph: dict[str, Any]
+        self,
+        *,
+        owner: str,
+        name: str,
+        from_type: str,
+        from_flow: str,
+        graph: dict[str, Any],
+        budget: Budget | None = None,
     ) -> Chat:
+        budget = budget or Budget()
         at = now()
         row: dict[str, Any] = {
             "id": new_id(),
@@ -229,6 +260,13 @@ class Repository:
             "last_seq": 0,
             "created_at": at,
             "updated_at": at,
+            "max_agent_turns": budget.max_agent_turns,
+            "input_timeout_seconds": budget.input_timeout_seconds,
+            "input_timeout_action": budget.input_timeout_action.value,
+            "run_no": 0,
+            "run_input": "",
+            "run_steps": 0,
+            "input_deadline": None,
         }
         with self._write() as conn:
             conn.execute(CHAT.insert().values(**row))
@@ -264,6 +302,7 @@ class Repository:
             if row is None:
                 return None
             conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
+            conn.execute(delete(RUN_STEP).where(RUN_STEP.c.chat_id == chat_id))
             conn.execute(delete(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id))
             conn.execute(delete(CHAT).where(CHAT.c.id == chat_id))
         return convert.chat(row)
@@ -275,21 +314,44 @@ class Repository:
         *,
         require: Sequence[ChatStatus] | None = None,
         owner: str | None = None,
+        journal: Sequence[JournalEntry] = (),
+        start_run: str | None = None,
+        run_no: int | None = None,
     ) -> StepResult | None:
-        """Appends messages and status changes to a chat as one transaction.
+        """Appends messages, status changes and run-journal entries to a chat as one transaction.
 
-        Returns None, writing nothing, when the chat is gone (or not the owner's) or its status is not
-        in `require`: the check and the writes share the transaction, so two concurrent callers cannot
-        both pass it.
+        Returns None, writing nothing, when the chat is gone (or not the owner's), its status is not in
+        `require`, or `run_no` is given and is no longer the chat's run: the checks and the writes share the
+        transaction, so two concurrent callers cannot both pass them. `start_run` begins a new run (its
+        first message) with an empty journal.
         """
         at = now()
         with self._write() as conn:
             row = _lock_chat(conn, chat_id, owner)
             if row is None or (require is not None and ChatStatus(row.status) not in require):
                 return None
+            if run_no is not None and row.run_no != run_no:
+                return None
             seq = row.last_seq
             events: list[ChatEvent] = []
             values: dict[str, Any] = {"updated_at": at}
+            current_run, steps = row.run_no, row.run_steps
+            if start_run is not None:
+                current_run, steps = current_run + 1, 0
+                values.update(run_no=current_run, run_input=start_run)
+            for entry in journal:
+                steps += 1
+                conn.execute(
+                    RUN_STEP.insert().values(
+                        chat_id=chat_id,
+                        run_no=current_run,
+                        step_no=steps,
+                        kind=entry.kind,
+                        value=entry.value,
+                        created_at=at,
+                    )
+                )
+            values["run_steps"] = steps
             for item in items:
                 seq += 1
                 if isinstance(item, NewMessage):
@@ -316,11 +378,43 @@ class Repository:
                     }
                     conn.execute(STATUS_EVENT.insert().values(**ev_row))
                     events.append(convert.status_event(StatusEventRow(**ev_row)))
-                    values.update(status=item.status.value, error=item.error, input_prompt=item.input_prompt)
+                    values.update(
+                        status=item.status.value,
+                        error=item.error,
+                        input_prompt=item.input_prompt,
+                        input_deadline=item.input_deadline,
+                    )
             values["last_seq"] = seq
             conn.execute(update(CHAT).where(CHAT.c.id == chat_id).values(**values))
             updated = row._asdict() | values
         return StepResult(chat=convert.chat(_AttrDict(updated)), events=events)
+
+    async def journal(self, chat_id: str, run_no: int) -> list[JournalEntry]:
+        query = (
+            select(RUN_STEP.c.kind, RUN_STEP.c.value)
+            .where(RUN_STEP.c.chat_id == chat_id, RUN_STEP.c.run_no == run_no)
+            .order_by(RUN_STEP.c.step_no)
+        )
+        with self._read() as conn:
+            return [JournalEntry(kind=r.kind, value=r.value) for r in conn.execute(query).all()]
+
+    # --- idempotent writes ----------------------------------------------------------------------
+
+    async def recorded_response(self, owner: str, method: str, request_id: str) -> bytes | None:
+        query = select(IDEMPOTENCY.c.response).where(
+            IDEMPOTENCY.c.owner == owner, IDEMPOTENCY.c.method == method, IDEMPOTENCY.c.request_id == request_id
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return bytes(row.response) if row else None
+
+    async def record_response(self, owner: str, method: str, request_id: str, response: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(
+                IDEMPOTENCY.insert().values(
+                    owner=owner, method=method, request_id=request_id, response=response, created_at=now()
+                )
+            )
 
     # --- history --------------------------------------------------------------------------------
 

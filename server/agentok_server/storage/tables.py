@@ -64,6 +64,43 @@ class ChatRow(SQLModel, table=True):
     last_seq: int = 0
     created_at: datetime
     updated_at: datetime
+    # Budgets, fixed at creation (server defaults fill what the client left out).
+    max_agent_turns: int = 0
+    input_timeout_seconds: float = 0.0
+    input_timeout_action: str = "skip"
+    # The current run: its number, the message that started it, how many journal steps it has, and when
+    # the pending question (if any) times out. A run's state is its journal (RunStepRow): replaying it
+    # through the engine rebuilds the conversation exactly where it was.
+    run_no: int = 0
+    run_input: str = ""
+    run_steps: int = 0
+    input_deadline: datetime | None = None
+
+
+class RunStepRow(SQLModel, table=True):
+    """One nondeterministic result of a run (a model reply, a person's answer, a choice) or a stored message,
+    in the order the engine met them: the journal a run is replayed from after a restart."""
+
+    __tablename__ = "run_step"
+
+    chat_id: str = Field(foreign_key="chat.id", ondelete="CASCADE", primary_key=True)
+    run_no: int = Field(primary_key=True)
+    step_no: int = Field(primary_key=True)
+    kind: str
+    value: str | None = None
+    created_at: datetime
+
+
+class IdempotencyRow(SQLModel, table=True):
+    """The first response to a write that carried a request_id: a retry gets it back instead of a redo."""
+
+    __tablename__ = "idempotency"
+
+    owner: str = Field(primary_key=True)
+    method: str = Field(primary_key=True)
+    request_id: str = Field(primary_key=True)
+    response: bytes
+    created_at: datetime
 
 
 class MessageRow(SQLModel, table=True):

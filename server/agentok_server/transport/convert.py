@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from agentok.v1 import api_key_pb2, chat_enums_pb2, chat_pb2, flow_pb2
 
 from ..domain.flows import public_graph
-from ..domain.model import ApiKey, Chat, ChatEvent, ChatStatus, EventKind, Flow, KeyScope, Message, MessageType
+from ..domain.model import (
+    ApiKey,
+    Chat,
+    ChatEvent,
+    ChatStatus,
+    EventKind,
+    Flow,
+    KeyScope,
+    Message,
+    MessageType,
+    TimeoutAction,
+)
 
 _STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus}
 _TYPE = {t: chat_enums_pb2.MessageType.Value.Value(t.value) for t in MessageType}
@@ -21,8 +32,19 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+_TIMEOUT_ACTION = {
+    TimeoutAction.SKIP: chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_SKIP,
+    TimeoutAction.END: chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_END_RUN,
+}
+TIMEOUT_ACTION_FROM_PROTO: dict[int, TimeoutAction | None] = {
+    chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED: None,
+    chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_SKIP: TimeoutAction.SKIP,
+    chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_END_RUN: TimeoutAction.END,
+}
+
+
 def chat(c: Chat) -> chat_pb2.Chat:
-    return chat_pb2.Chat(
+    out = chat_pb2.Chat(
         id=c.id,
         name=c.name,
         from_type=c.from_type,
@@ -33,7 +55,14 @@ def chat(c: Chat) -> chat_pb2.Chat:
         updated_at=timestamp(c.updated_at),
         input_prompt=c.input_prompt,
         last_seq=c.last_seq,
+        max_agent_turns=c.budget.max_agent_turns,
+        human_input_timeout_action=_TIMEOUT_ACTION[c.budget.input_timeout_action],
     )
+    if c.budget.input_timeout_seconds:
+        out.human_input_timeout.FromTimedelta(timedelta(seconds=c.budget.input_timeout_seconds))
+    if c.run.input_deadline is not None and c.status is ChatStatus.WAITING:
+        out.input_deadline.CopyFrom(timestamp(c.run.input_deadline))
+    return out
 
 
 def message(m: Message) -> chat_pb2.Message:
@@ -61,6 +90,8 @@ def event(e: ChatEvent) -> chat_pb2.ChatEvent:
         )
     elif e.kind is EventKind.DELETED:
         out.chat_deleted.SetInParent()
+    elif e.kind is EventKind.SHUTDOWN:
+        out.server_shutdown.SetInParent()
     else:
         out.keep_alive.SetInParent()
     return out

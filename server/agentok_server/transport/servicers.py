@@ -18,6 +18,7 @@ from agentok.v1 import flow_service_pb2_grpc as fs_grpc
 
 from ..domain.chats import ChatService
 from ..domain.flows import FlowService
+from ..domain.idempotency import Idempotency
 from ..domain.keys import KeyService
 from ..domain.model import Identity, KeyScope
 from . import convert
@@ -27,8 +28,9 @@ Ctx: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
 
 
 class ChatServicer(cs_grpc.ChatServiceServicer):
-    def __init__(self, chats: ChatService, auth: Authenticator | None) -> None:
+    def __init__(self, chats: ChatService, idempotency: Idempotency, auth: Authenticator | None) -> None:
         self.chats = chats
+        self.idempotency = idempotency
         self.auth = auth
 
     @unary
@@ -44,8 +46,24 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
     async def CreateChat(
         self, request: cs.CreateChatRequest, context: Ctx, identity: Identity
     ) -> cs.CreateChatResponse:
-        chat = await self.chats.create(identity.owner, request.name, request.from_type, request.from_flow)
-        return cs.CreateChatResponse(chat=convert.chat(chat))
+        async def work() -> bytes:
+            chat = await self.chats.create(
+                identity.owner,
+                request.name,
+                request.from_type,
+                request.from_flow,
+                max_agent_turns=request.max_agent_turns,
+                input_timeout_seconds=(
+                    request.human_input_timeout.ToTimedelta().total_seconds()
+                    if request.HasField("human_input_timeout")
+                    else None
+                ),
+                input_timeout_action=convert.TIMEOUT_ACTION_FROM_PROTO[request.human_input_timeout_action],
+            )
+            return cs.CreateChatResponse(chat=convert.chat(chat)).SerializeToString()
+
+        response = await self.idempotency.once(identity.owner, "CreateChat", request.request_id, work)
+        return cs.CreateChatResponse.FromString(response)
 
     @unary
     async def DeleteChat(
@@ -58,8 +76,12 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
     async def SendMessage(
         self, request: cs.SendMessageRequest, context: Ctx, identity: Identity
     ) -> cs.SendMessageResponse:
-        chat, message = await self.chats.send_message(identity.owner, request.chat_id, request.message)
-        return cs.SendMessageResponse(chat=convert.chat(chat), message=convert.message(message))
+        async def work() -> bytes:
+            chat, message = await self.chats.send_message(identity.owner, request.chat_id, request.message)
+            return cs.SendMessageResponse(chat=convert.chat(chat), message=convert.message(message)).SerializeToString()
+
+        key = f"{request.chat_id}/{request.request_id}" if request.request_id else ""
+        return cs.SendMessageResponse.FromString(await self.idempotency.once(identity.owner, "SendMessage", key, work))
 
     @unary
     async def ListMessages(
@@ -73,9 +95,19 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
     @unary
     async def SendInput(self, request: cs.SendInputRequest, context: Ctx, identity: Identity) -> cs.SendInputResponse:
         answer = request.message if request.HasField("message") else None
-        return cs.SendInputResponse(
-            chat=convert.chat(await self.chats.send_input(identity.owner, request.chat_id, answer))
-        )
+
+        async def work() -> bytes:
+            chat = await self.chats.send_input(identity.owner, request.chat_id, answer)
+            return cs.SendInputResponse(chat=convert.chat(chat)).SerializeToString()
+
+        key = f"{request.chat_id}/{request.request_id}" if request.request_id else ""
+        return cs.SendInputResponse.FromString(await self.idempotency.once(identity.owner, "SendInput", key, work))
+
+    @unary
+    async def CancelChat(
+        self, request: cs.CancelChatRequest, context: Ctx, identity: Identity
+    ) -> cs.CancelChatResponse:
+        return cs.CancelChatResponse(chat=convert.chat(await self.chats.cancel(identity.owner, request.chat_id)))
 
     @server_stream
     async def WatchChat(
