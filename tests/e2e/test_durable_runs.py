@@ -127,3 +127,45 @@ def test_sigterm_ends_watch_streams_with_a_final_event_and_runs_resume(
     assert events[-1]["status_changed"]["status"] == "completed"
     done = rest.input(waiting["id"], "exit")
     rest.wait_status(waiting["id"], int(done["last_seq"]), {"completed"})
+
+
+def test_restart_in_every_status(own_stack: tuple[Stack, Rest], fake_llm: FakeLlm) -> None:
+    """ready, completed and error stay as they were; a question asked before any agent spoke still waits."""
+    stack, rest = own_stack
+    ready = rest.create_chat(rest.create_flow(with_model(real_flow("14"), "m"))["id"])
+    completed = rest.create_chat(
+        rest.create_flow(
+            two_agent_flow(
+                a={"human_input_mode": "NEVER", "max_consecutive_auto_reply": 0},
+                b={"disable_llm": True, "default_auto_reply": "B"},
+            )
+        )["id"]
+    )
+    sent = rest.send(completed["id"], "hello")
+    rest.wait_status(completed["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    failed = rest.create_chat(rest.create_flow(with_model(real_flow("14"), "fail-500"))["id"])
+    sent = rest.send(failed["id"], "hello")
+    rest.wait_status(failed["id"], int(sent["chat"]["last_seq"]), {"error"})
+    # The recipient asks a person before anyone else speaks: the run's journal is still empty.
+    asks_first = rest.create_chat(
+        rest.create_flow(
+            two_agent_flow(
+                a={"human_input_mode": "NEVER", "default_auto_reply": "A"},
+                b={"disable_llm": True, "default_auto_reply": "B", "human_input_mode": "ALWAYS"},
+            )
+        )["id"]
+    )
+    sent = rest.send(asks_first["id"], "hello")
+    rest.wait_status(asks_first["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    before = {c["id"]: rest.chat(c["id"]) for c in (ready, completed, failed, asks_first)}
+
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        stack.server.stop(sig)
+        stack.server.start()
+        for chat_id, was in before.items():
+            now = rest.chat(chat_id)
+            assert (now["status"], now["last_seq"], now["error"]) == (was["status"], was["last_seq"], was["error"])
+
+    done = rest.input(asks_first["id"], "exit")
+    rest.wait_status(asks_first["id"], int(done["last_seq"]), {"completed"})
+    assert [m["content"] for m in rest.messages(asks_first["id"])] == ["hello"]

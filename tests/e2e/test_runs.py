@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ..conftest import Keys
 from ..support.api import Rest, real_flow, unique_model, with_model
-from ..support.fake_llm import FakeLlm
-from ..support.stack import Stack
+from ..support.fake_llm import FakeLlm, FakeLlmServer
+from ..support.stack import Stack, create_key
 
 
 @pytest.fixture()
@@ -72,3 +74,27 @@ def test_rejected_real_flows_say_why(rest: Rest) -> None:
         r = rest.http.post("/flows", json={"name": name, "flow": real_flow(name)})
         assert r.status_code == 400, name
         assert reason in r.json()["message"], (name, r.json()["message"])
+
+
+def test_a_slow_model_times_out_and_the_error_names_the_endpoint_not_the_key(
+    tmp_path: Path, llm_server: FakeLlmServer
+) -> None:
+    stack = Stack(
+        tmp_path, llm_server.base_url, extra_env={"AGENTOK_LLM_TIMEOUT_SECONDS": "0.5", "AGENTOK_LLM_ATTEMPTS": "2"}
+    ).start()
+    try:
+        _, key = create_key(stack.env, "k", "pat")
+        rest = Rest(stack.rest_url, key)
+        flow = real_flow("14")
+        flow["llm_config"] = {"model": "slow-5", "api_key": "sk-very-secret"}
+        chat = rest.create_chat(rest.create_flow(flow)["id"])
+        sent = rest.send(chat["id"], "hello")
+        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"error"})
+        error = rest.chat(chat["id"])["error"]
+        assert llm_server.base_url in error and "timed out" in error and "sk-very-secret" not in error
+        # The key is not echoed by GetFlow either.
+        assert (
+            rest.http.get(f"/flows/{chat['from_flow']}").json()["flow"]["flow"]["llm_config"]["api_key"] == "<redacted>"
+        )
+    finally:
+        stack.stop()

@@ -67,9 +67,7 @@ class _Run:
         if not self.replay:
             self.live.set()
         # A question pending when the server stopped is already on the chat: don't ask it twice.
-        self.pending = (
-            (chat.input_prompt, chat.run.input_deadline) if chat.status is ChatStatus.WAITING and journal else None
-        )
+        self.pending = (chat.input_prompt, chat.run.input_deadline) if chat.status is ChatStatus.WAITING else None
         self._endpoint: Endpoint | None = None
 
     def _replayed(self, kind: str) -> JournalEntry | None:
