@@ -62,9 +62,10 @@ def test_flow_01_ends_on_the_assistants_terminate(rest: Rest, fake_llm: FakeLlm)
 def test_rejected_real_flows_say_why(rest: Rest) -> None:
     reasons = {
         "02": "tools",
-        "04": "group chats",
         "05": "GPTAssistantAgent",
-        "06": "nested chats",
+        "07": "exactly one upstream agent",
+        "08": "tools",
+        "09": "tools",
         "10": "no initializer",
         "11": "more than one initializer",
         "12": "retrieval",

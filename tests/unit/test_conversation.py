@@ -247,7 +247,7 @@ async def test_max_turns_initiator_termination_message_ends_chat() -> None:
 
 
 async def test_max_turns_respects_recipient_mcar_against_initiator_counter() -> None:
-    """KNOWN FAILURE (bug in conversation.py `run`, the max_turns loop).
+    """Regression (once a bug in conversation.py `run`, the max_turns loop).
 
     autogen 0.14.1 initiate_chat (conversable_agent.py, max_turns branch) starts every round with
     `if self._consecutive_auto_reply_counter[recipient] >= recipient._max_consecutive_auto_reply: break`:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..engine.conversation import TwoAgentConversation
+from ..engine.flow_run import run_flow
 from ..engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 from ..engine.llm import Endpoint, LlmClient, LlmError, resolve_endpoint
 from ..settings import Settings
@@ -115,6 +116,14 @@ class _Run:
         text = await self.manager.llm.complete(self._endpoint, messages)
         await self._step([], journal=[JournalEntry("llm", text)])
         return text
+
+    async def choose(self, options: list[str]) -> str:
+        entry = self._replayed("choice")
+        if entry is not None:
+            return entry.value or ""
+        choice = random.choice(options)  # not for security: a group's `random` speaker selection
+        await self._step([], journal=[JournalEntry("choice", choice)])
+        return choice
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
         entry = self._replayed("human")
@@ -238,7 +247,7 @@ class RunManager:
     async def _run(self, run: _Run, first_message: str) -> None:
         chat_id = run.chat_id
         try:
-            reason = await TwoAgentConversation(run.spec, run.complete).run(first_message, run)
+            reason = await run_flow(run.spec, first_message, run, run.complete)
             if run.replay:
                 raise ReplayMismatch("the engine finished before its journal did")
             log.info("chat %s completed: %s", chat_id, reason)

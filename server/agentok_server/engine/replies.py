@@ -1,0 +1,143 @@
+"""AutoGen's reply pipeline for one agent, shared by every kind of chat (notes §1, §3, §4).
+
+An agent that must reply to a peer first runs the human/termination check (its `human_input_mode`,
+`max_consecutive_auto_reply` and `is_termination_msg`); when that gives no final answer it auto-replies:
+with its nested chats if it hosts some that this peer triggers, else with its model, else with its
+default auto-reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..domain.model import MessageType, NewMessage
+from .flow_spec import AgentSpec, HumanInputMode
+from .run_io import Complete, RunIO
+
+EXIT = "exit"
+# AutoGen names a missing peer (a reply asked for with no sender) this way in its prompts.
+NO_SENDER = "the sender"
+
+
+@dataclass(frozen=True)
+class Said:
+    """One message as an agent holds it: who wrote it (node id and name) and what it says."""
+
+    sender: str
+    name: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    by_human: bool
+
+
+class NestedReplies(Protocol):
+    """The nested chats agents host (engine.nested)."""
+
+    def triggers(self, host: AgentSpec, sender: AgentSpec | None) -> bool: ...
+
+    async def reply(self, host: AgentSpec, last_message: str, io: RunIO) -> str | None: ...
+
+
+def message_type(sender: AgentSpec, by_human: bool) -> MessageType:
+    return MessageType.USER if by_human or sender.kind == "user" else MessageType.ASSISTANT
+
+
+def new_message(sender: AgentSpec, receiver: str, content: str, *, by_human: bool = False) -> NewMessage:
+    return NewMessage(type=message_type(sender, by_human), sender=sender.name, receiver=receiver, content=content)
+
+
+def wire_name(name: str) -> str:
+    """OpenAI-compatible endpoints refuse a message `name` with spaces or <|\\/>; agents may have them."""
+    return re.sub(r"[\s<|\\/>]+", "_", name)[:64]
+
+
+def model_view(agent: AgentSpec, history: Sequence[Said], *, system: bool = True) -> list[dict[str, Any]]:
+    """The messages as `agent` holds them: its own are the assistant's, everyone else's the user's."""
+    messages: list[dict[str, Any]] = []
+    if system and agent.system_message:
+        messages.append({"role": "system", "content": agent.system_message})
+    for said in history:
+        message = {"role": "assistant" if said.sender == agent.node_id else "user", "content": said.content}
+        if said.name:
+            message["name"] = wire_name(said.name)
+        messages.append(message)
+    return messages
+
+
+class Replier:
+    def __init__(self, complete: Complete, nested: NestedReplies | None = None) -> None:
+        self.complete = complete
+        self.nested = nested
+
+    async def reply(
+        self,
+        agent: AgentSpec,
+        sender: AgentSpec | None,
+        history: Sequence[Said],
+        auto_replies: dict[str, int],
+        io: RunIO,
+    ) -> tuple[Reply | None, str]:
+        """`agent`'s reply to `sender` (None: a reply asked for with no sender), given the messages as `agent`
+        holds them; `auto_replies` counts each agent's consecutive auto-replies in this chat. Returns the
+        reply, or None and why the chat ends."""
+        last = history[-1].content
+        peer = sender.name if sender is not None else NO_SENDER
+        counter = auto_replies.get(agent.node_id, 0)
+        mode = agent.human_input_mode
+        answer = ""
+        ended_by = ""
+        if mode is HumanInputMode.ALWAYS:
+            answer = await io.ask_human(
+                agent,
+                f"Replying as {agent.name}. Provide feedback to {peer}. Press enter to skip and use "
+                "auto-reply, or type 'exit' to end the conversation: ",
+            )
+            if not answer and agent.is_termination_msg(last):
+                answer, ended_by = EXIT, f"termination message received by {agent.name!r}"
+        elif counter >= agent.max_consecutive_auto_reply:
+            ended_by = f"maximum consecutive auto-replies of {agent.name!r} reached"
+            if mode is HumanInputMode.NEVER:
+                answer = EXIT
+            else:
+                terminate = agent.is_termination_msg(last)
+                prompt = (
+                    f"Please give feedback to {peer}. Press enter or type 'exit' to stop the conversation: "
+                    if terminate
+                    else f"Please give feedback to {peer}. Press enter to skip and use auto-reply, "
+                    "or type 'exit' to stop the conversation: "
+                )
+                answer = await io.ask_human(agent, prompt)
+                if not answer and terminate:
+                    answer = EXIT
+        elif agent.is_termination_msg(last):
+            ended_by = f"termination message received by {agent.name!r}"
+            if mode is HumanInputMode.NEVER:
+                answer = EXIT
+            else:
+                answer = await io.ask_human(
+                    agent,
+                    f"Please give feedback to {peer}. Press enter or type 'exit' to stop the conversation: ",
+                )
+                answer = answer or EXIT
+        if answer == EXIT:
+            auto_replies[agent.node_id] = 0
+            return None, ended_by or f"the person answering for {agent.name!r} typed 'exit'"
+        if answer or (mode is not HumanInputMode.NEVER and agent.max_consecutive_auto_reply == 0):
+            auto_replies[agent.node_id] = 0
+            return Reply(answer, by_human=True), ""
+        auto_replies[agent.node_id] = counter + 1
+        if self.nested is not None and self.nested.triggers(agent, sender):
+            summary = await self.nested.reply(agent, last, io)
+            if summary is None:
+                return None, f"the nested chats of {agent.name!r} had no message to start with"
+            return Reply(summary, by_human=False), ""
+        if agent.uses_llm:
+            return Reply(await self.complete(agent, model_view(agent, history)), by_human=False), ""
+        return Reply(agent.default_auto_reply, by_human=False), ""

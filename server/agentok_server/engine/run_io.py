@@ -1,0 +1,31 @@
+"""What a run needs from its host. Every nondeterministic input of a run comes through here, so that a run
+is a deterministic function of (flow, first message, results of these calls) and can be rebuilt by replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..domain.model import NewMessage
+from .flow_spec import AgentSpec
+
+# A model call: the agent it is made for (a group's manager for speaker selection and group summaries),
+# and the OpenAI-style messages.
+Complete = Callable[[AgentSpec, list[dict[str, Any]]], Awaitable[str]]
+
+
+class RunIO(Protocol):
+    """Store a message, and ask a person (for an agent, or with no agent: the manual choice of a speaker)."""
+
+    async def say(self, message: NewMessage) -> None: ...
+
+    async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str: ...
+
+
+class FlowIO(RunIO, Protocol):
+    """A run of any flow: also makes random choices (a group's `random` speaker selection)."""
+
+    async def choose(self, options: list[str]) -> str:
+        """Returns one of `options`, uniformly at random when live."""
+        ...

@@ -1,0 +1,151 @@
+"""Helpers for the flow-run tests: flow builders, and a scripted IO and model that record every call.
+
+Agents with `disable_llm: true` and a `default_auto_reply` stand in for AutoGen's `llm_config=False` agents
+with a fixed `default_auto_reply`; a scripted `complete` stands in for the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from agentok_server.domain.model import NewMessage
+from agentok_server.engine.flow_run import run_flow
+from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
+
+INITIALIZER: dict[str, Any] = {"id": "init", "type": "initializer", "data": {"name": "Initializer"}}
+
+
+def agent(
+    node_id: str,
+    reply: str | None = None,
+    *,
+    node_type: str = "conversable",
+    mode: str | None = "NEVER",
+    llm: bool = False,
+    parent: str | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """An agent node named `node_id`; without `llm` it has no model and answers `reply`."""
+    node_data: dict[str, Any] = {"name": node_id, **data}
+    if node_type == "user":
+        node_data["enable_llm"] = llm
+    else:
+        node_data["disable_llm"] = not llm
+    if reply is not None:
+        node_data["default_auto_reply"] = reply
+    if mode is not None:
+        node_data["human_input_mode"] = mode
+    node: dict[str, Any] = {"id": node_id, "type": node_type, "data": node_data}
+    if parent is not None:
+        node["parentId"] = parent
+    return node
+
+
+def group(node_id: str = "g", **data: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": "groupchat", "data": {"name": "Group", **data}}
+
+
+def nested(node_id: str = "n") -> dict[str, Any]:
+    return {"id": node_id, "type": "nestedchat", "data": {"name": "Nested Chat"}}
+
+
+def converse(source: str, target: str, **data: Any) -> dict[str, Any]:
+    return {"id": f"{source}-{target}", "source": source, "target": target, "type": "converse", "data": data}
+
+
+def flow(first: str, nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> dict[str, Any]:
+    """initializer -> `first`, plus the given nodes and converse edges."""
+    return {
+        "nodes": [INITIALIZER, *nodes],
+        "edges": [{"id": f"init-{first}", "source": "init", "target": first}, *edges],
+    }
+
+
+class ScriptedIO:
+    """Records every call in `log`; answers people from `answers` and random choices from `choices`, and fails
+    when asked past the end of either."""
+
+    def __init__(self, answers: list[str] | None = None, choices: list[str] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.choices = list(choices or [])
+        self.messages: list[NewMessage] = []
+        self.prompts: list[tuple[str | None, str]] = []
+        self.options: list[list[str]] = []
+        self.log: list[tuple[Any, ...]] = []
+
+    async def say(self, message: NewMessage) -> None:
+        self.messages.append(message)
+        self.log.append(("say", message))
+
+    async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
+        who = agent.name if agent is not None else None
+        self.prompts.append((who, prompt))
+        if not self.answers:
+            pytest.fail(f"asked more times than scripted: {who}: {prompt!r}; said so far: {self.said()}")
+        answer = self.answers.pop(0)
+        self.log.append(("ask", who, prompt, answer))
+        return answer
+
+    async def choose(self, options: list[str]) -> str:
+        self.options.append(list(options))
+        if not self.choices:
+            pytest.fail(f"chose more times than scripted among {options}")
+        choice = self.choices.pop(0)
+        self.log.append(("choose", list(options), choice))
+        return choice
+
+    def said(self) -> list[tuple[str, str]]:
+        return [(m.sender, m.content) for m in self.messages]
+
+    def routed(self) -> list[tuple[str, str, str]]:
+        return [(m.sender, m.receiver, m.content) for m in self.messages]
+
+
+@dataclass
+class ScriptedModel:
+    """The `complete` callable: returns scripted replies in order and records what each call was sent."""
+
+    replies: list[str] = field(default_factory=list)
+    calls: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    log: list[tuple[Any, ...]] | None = None
+
+    async def __call__(self, spec: AgentSpec, messages: list[dict[str, Any]]) -> str:
+        self.calls.append((spec.name, copy.deepcopy(messages)))
+        if not self.replies:
+            pytest.fail(f"model called more times than scripted, by {spec.name}: {messages}")
+        reply = self.replies.pop(0)
+        if self.log is not None:
+            self.log.append(("complete", spec.name, copy.deepcopy(messages), reply))
+        return reply
+
+
+@dataclass
+class Run:
+    spec: FlowSpec
+    io: ScriptedIO
+    model: ScriptedModel
+    reason: str
+
+
+async def run(
+    graph: dict[str, Any],
+    first: str = "task",
+    *,
+    answers: list[str] | None = None,
+    choices: list[str] | None = None,
+    replies: list[str] | None = None,
+) -> Run:
+    """Parses and runs a flow; every scripted answer, choice and model reply must be used."""
+    spec = parse_flow(graph)
+    io = ScriptedIO(answers, choices)
+    model = ScriptedModel(list(replies or []), log=io.log)
+    reason = await run_flow(spec, first, io, model)
+    assert isinstance(reason, str) and reason.strip(), "a run must say why it ended"
+    assert io.answers == [], f"scripted answers left unused: {io.answers}"
+    assert io.choices == [], f"scripted choices left unused: {io.choices}"
+    assert model.replies == [], f"scripted model replies left unused: {model.replies}"
+    return Run(spec, io, model, reason)
