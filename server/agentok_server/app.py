@@ -79,7 +79,7 @@ async def build_app(settings: Settings) -> App:
                 input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
             ),
         ),
-        flows=FlowService(repo),
+        flows=FlowService(repo, code_execution=settings.code_execution_enabled),
         runs=runs,
         hub=hub,
         llm=llm,

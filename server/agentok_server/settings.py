@@ -48,6 +48,12 @@ class Settings(BaseSettings):
 
     watch_keepalive_seconds: float = Field(default=15.0, gt=0)
 
+    # Running the code blocks agents write (enable_code_execution): off, because it runs model-written code
+    # on this machine. On, each run gets a scratch directory, a time limit and an output cap.
+    code_execution_enabled: bool = False
+    code_execution_timeout_seconds: float = Field(default=10.0, gt=0)
+    code_execution_output_limit: int = Field(default=10_000, gt=0)
+
     # Budgets a chat gets unless CreateChat sets its own.
     default_max_agent_turns: int = Field(default=200, ge=0, description="0: no limit")
     default_input_timeout_seconds: float = Field(default=0.0, ge=0, description="0: wait for people forever")

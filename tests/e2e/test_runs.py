@@ -99,3 +99,22 @@ def test_a_slow_model_times_out_and_the_error_names_the_endpoint_not_the_key(
         )
     finally:
         stack.stop()
+
+
+def test_code_execution_when_the_server_allows_it(tmp_path: Path, llm_server: FakeLlmServer, fake_llm: FakeLlm) -> None:
+    stack = Stack(tmp_path, llm_server.base_url, extra_env={"AGENTOK_CODE_EXECUTION_ENABLED": "true"}).start()
+    try:
+        _, key = create_key(stack.env, "k", "rita")
+        rest = Rest(stack.rest_url, key)
+        model = unique_model()
+        fake_llm.script(model, ["Run this:\n```python\nprint(6 * 7)\n```", "The answer is 42. TERMINATE"])
+        flow = rest.create_flow(with_model(real_flow("01"), model))
+        assert flow["warnings"] == []  # code execution is on here: nothing to warn about
+        chat = rest.create_chat(flow["id"])
+        sent = rest.send(chat["id"], "what is 6 times 7?")
+        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+        said = [(m["sender"], m["content"]) for m in rest.messages(chat["id"])]
+        assert said[2] == ("User", "exitcode: 0 (execution succeeded)\nCode output: \n42\n")
+        assert said[-1] == ("Assistant", "The answer is 42. TERMINATE") and len(said) == 4
+    finally:
+        stack.stop()

@@ -123,7 +123,7 @@ class ChatService:
     async def _spec(self, chat_id: str) -> FlowSpec:
         graph = await self._repo.get_chat_graph(chat_id)
         try:
-            return parse_flow(graph)
+            return parse_flow(graph, code_execution=self._runs.settings.code_execution_enabled)
         except InvalidArgument as exc:
             raise FailedPrecondition(
                 f"the chat's flow can no longer run: {exc.message}", reason="FLOW_NOT_RUNNABLE"

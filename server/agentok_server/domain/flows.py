@@ -22,11 +22,12 @@ def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 class FlowService:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, *, code_execution: bool = False) -> None:
         self._repo = repo
+        self._code_execution = code_execution
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
-        spec = parse_flow(graph)
+        spec = parse_flow(graph, code_execution=self._code_execution)
         return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
 
     async def get(self, owner: str, flow_id: str) -> Flow:

@@ -67,7 +67,7 @@ class RunState:
 
 @dataclass(frozen=True)
 class JournalEntry:
-    kind: str  # "say" | "llm" | "human" | "choice"
+    kind: str  # "say" | "llm" | "human" | "choice" | "exec"
     value: str | None = None
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..engine.code_execution import CodeBlock, CodeExecutor
 from ..engine.flow_run import run_flow
 from ..engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 from ..engine.llm import Endpoint, LlmClient, LlmError, resolve_endpoint
@@ -117,6 +118,14 @@ class _Run:
         await self._step([], journal=[JournalEntry("llm", text)])
         return text
 
+    async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
+        entry = self._replayed("exec")
+        if entry is not None:
+            return entry.value or ""
+        output = await self.manager.executor.run(blocks)
+        await self._step([], journal=[JournalEntry("exec", output)])
+        return output
+
     async def choose(self, options: list[str]) -> str:
         entry = self._replayed("choice")
         if entry is not None:
@@ -191,6 +200,9 @@ class RunManager:
         self.settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.waiting: dict[str, asyncio.Future[str]] = {}
+        self.executor = CodeExecutor(
+            timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
+        )
 
     def start(self, chat: Chat, spec: FlowSpec, journal: list[JournalEntry] | None = None) -> _Run:
         run = _Run(self, chat, spec, journal or [])
@@ -231,7 +243,9 @@ class RunManager:
             if chat.id in self._tasks:
                 continue
             try:
-                spec = parse_flow(await self.repo.get_chat_graph(chat.id))
+                spec = parse_flow(
+                    await self.repo.get_chat_graph(chat.id), code_execution=self.settings.code_execution_enabled
+                )
             except DomainError as err:
                 await self._end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue

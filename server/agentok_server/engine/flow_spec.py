@@ -112,6 +112,8 @@ class AgentSpec:
     uses_llm: bool
     default_auto_reply: str
     description: str = ""
+    # Runs the code blocks of the messages it replies to (enable_code_execution, and the server allows it).
+    executes_code: bool = False
 
     def is_termination_msg(self, content: str) -> bool:
         # Agentok turns a node's termination_msg into a case-insensitive substring check;
@@ -208,7 +210,7 @@ def _llm_config(raw: Any, path: str) -> LlmConfig:
     )
 
 
-def _agent(node: dict[str, Any], index: int) -> tuple[AgentSpec, list[str]]:
+def _agent(node: dict[str, Any], index: int, code_execution: bool) -> tuple[AgentSpec, list[str]]:
     data = node.get("data") or {}
     path = f"flow.nodes[{index}]"
     kind = node["type"]
@@ -248,7 +250,8 @@ def _agent(node: dict[str, Any], index: int) -> tuple[AgentSpec, list[str]]:
         else:
             description = system_message
     warnings = []
-    if data.get("enable_code_execution"):
+    executes_code = bool(data.get("enable_code_execution")) and code_execution
+    if data.get("enable_code_execution") and not code_execution:
         warnings.append(
             f"node {node_id!r} ({name}): code execution is off on this server; the agent replies as AutoGen "
             "does when a message holds no code to run"
@@ -266,6 +269,7 @@ def _agent(node: dict[str, Any], index: int) -> tuple[AgentSpec, list[str]]:
             uses_llm=uses_llm,
             default_auto_reply=default_reply or "",
             description=description,
+            executes_code=executes_code,
         ),
         warnings,
     )
@@ -619,8 +623,9 @@ class _Graph:
         return agents
 
 
-def parse_flow(flow: Any) -> FlowSpec:
-    """Validates a flow graph; raises InvalidArgument (reason INVALID_FLOW) naming what is wrong."""
+def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
+    """Validates a flow graph; raises InvalidArgument (reason INVALID_FLOW) naming what is wrong.
+    `code_execution`: whether this server runs code (AGENTOK_CODE_EXECUTION_ENABLED)."""
     if not isinstance(flow, dict):
         raise _fail("flow", "must be an object with nodes and edges")
     nodes = flow.get("nodes")
@@ -660,7 +665,7 @@ def parse_flow(flow: Any) -> FlowSpec:
         cls = _node_class(data)
         if cls in UNSUPPORTED_CLASSES:
             raise _fail(f"flow.nodes[{i}].data.class", f"{label}: {cls}: {UNSUPPORTED_CLASSES[cls]}")
-        agent, agent_warnings = _agent(node, i)
+        agent, agent_warnings = _agent(node, i, code_execution)
         agents[node_id] = agent
         warnings.extend(agent_warnings)
 

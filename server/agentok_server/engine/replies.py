@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..domain.model import MessageType, NewMessage
+from .code_execution import CodeBlock, extract_code_blocks
 from .flow_spec import AgentSpec, HumanInputMode
 from .run_io import Complete, RunIO
 
@@ -138,6 +139,22 @@ class Replier:
             if summary is None:
                 return None, f"the nested chats of {agent.name!r} had no message to start with"
             return Reply(summary, by_human=False), ""
+        if agent.executes_code:
+            blocks = _code_since_last_spoke(agent, history)
+            if blocks:
+                return Reply(await io.run_code(agent, blocks), by_human=False), ""
         if agent.uses_llm:
             return Reply(await self.complete(agent, model_view(agent, history)), by_human=False), ""
         return Reply(agent.default_auto_reply, by_human=False), ""
+
+
+def _code_since_last_spoke(agent: AgentSpec, history: Sequence[Said]) -> list[CodeBlock]:
+    """AutoGen's `last_n_messages="auto"`: the messages since the agent last spoke, newest first; the first
+    one holding code blocks is run."""
+    for said in reversed(history):
+        if said.sender == agent.node_id:
+            break
+        blocks = extract_code_blocks(said.content)
+        if blocks:
+            return blocks
+    return []

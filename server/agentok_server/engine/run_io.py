@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..domain.model import NewMessage
+from .code_execution import CodeBlock
 from .flow_spec import AgentSpec
 
 # A model call: the agent it is made for (a group's manager for speaker selection and group summaries),
@@ -16,11 +17,14 @@ Complete = Callable[[AgentSpec, list[dict[str, Any]]], Awaitable[str]]
 
 
 class RunIO(Protocol):
-    """Store a message, and ask a person (for an agent, or with no agent: the manual choice of a speaker)."""
+    """Store a message, and ask a person (for an agent, or with no agent: the manual choice of a speaker);
+    run code blocks for an agent that executes code (only agents with `executes_code` ask for it)."""
 
     async def say(self, message: NewMessage) -> None: ...
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str: ...
+
+    async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str: ...
 
 
 class FlowIO(RunIO, Protocol):
