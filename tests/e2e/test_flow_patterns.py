@@ -157,3 +157,38 @@ def test_a_group_waiting_for_a_speaker_survives_a_restart(tmp_path: Path, llm_se
         assert [m["sender"] for m in rest.messages(chat["id"])] == ["User", "B", "A"]
     finally:
         stack.stop()
+
+
+@pytest.mark.parametrize(("model", "expected"), [("fail-503", "HTTP 503"), ("malformed", "malformed")])
+def test_pattern_model_failures_end_the_run_in_error(rest: Rest, model: str, expected: str) -> None:
+    """The model picks the speaker (auto) or writes the summary (reflection_with_llm): when it fails, the run
+    ends in error with the endpoint and the reason."""
+    group = group_flow("auto", 3)
+    group["llm_config"] = {"model": model}
+    sequential = {
+        "nodes": [
+            {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
+            {
+                "id": "u",
+                "type": "user",
+                "data": {"name": "User", "human_input_mode": "NEVER", "default_auto_reply": "ok"},
+            },
+            {"id": "r", "type": "assistant", "data": {"name": "Researcher"}},
+            _fixed("w", "Writer", "W: draft"),
+        ],
+        "edges": [
+            {"source": "i", "target": "u"},
+            {
+                "source": "u",
+                "target": "r",
+                "type": "converse",
+                "data": {"max_turns": 1, "summary_method": "reflection_with_llm"},
+            },
+            {"source": "u", "target": "w", "type": "converse", "data": {"max_turns": 1, "instructions": "edit it"}},
+        ],
+        "llm_config": {"model": model},
+    }
+    for flow in (group, sequential):
+        chat, events = _run(rest, flow)
+        failed = rest.chat(chat["id"])
+        assert failed["status"] == "error" and expected in failed["error"], failed
