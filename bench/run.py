@@ -118,7 +118,7 @@ def stack(auth: bool) -> Iterator[tuple[str, str]]:
             print("kept", root)
 
 
-def _setup_chat(edge: str, key: str, flow: dict) -> tuple[str, str]:
+def _setup_chat(edge: str, key: str, flow: dict, max_agent_turns: int = 0) -> tuple[str, str]:
     md = (("x-api-key", key),)
     with grpc.insecure_channel(edge) as ch:
         graph = struct_pb2.Struct()
@@ -131,7 +131,11 @@ def _setup_chat(edge: str, key: str, flow: dict) -> tuple[str, str]:
         chat = (
             chat_service_pb2_grpc.ChatServiceStub(ch)
             .CreateChat(
-                cs.CreateChatRequest(name="bench", from_type="flow", from_flow=flow_id), metadata=md, timeout=10
+                cs.CreateChatRequest(
+                    name="bench", from_type="flow", from_flow=flow_id, max_agent_turns=max_agent_turns
+                ),
+                metadata=md,
+                timeout=10,
             )
             .chat
         )
@@ -206,7 +210,9 @@ async def bench_sessions(edge: str, key: str, seconds: float, clients: int) -> f
 async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
     """A person and an agent take turns (paced by the person's answers, as in real use); each message's
     latency is the time from its commit (created_at) to its arrival at a watcher through Envoy."""
-    _, chat_id = _setup_chat(edge, key, ECHO_FLOW)
+    # Every round is two agent turns (the user proxy relays the answer, the agent replies): lift the
+    # per-run turn budget (default 200) above what the rounds use.
+    _, chat_id = _setup_chat(edge, key, ECHO_FLOW, max_agent_turns=2 * rounds + 10)
     md = (("x-api-key", key),)
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(edge) as ch:
@@ -219,6 +225,8 @@ async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
             ev = item.event
             if ev.HasField("message_added"):
                 latencies.append((now - ev.message_added.created_at.ToNanoseconds() / 1e9) * 1000)
+            elif ev.HasField("status_changed") and ev.status_changed.status in (Status.completed, Status.error):
+                raise RuntimeError(f"the run ended before {rounds} rounds: {ev.status_changed}")
             elif ev.HasField("status_changed") and ev.status_changed.status == Status.wait_for_human_input:
                 if answered == rounds:
                     break
