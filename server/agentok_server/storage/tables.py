@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+def _time(*, nullable: bool = False) -> Any:
+    """A UTC timestamp column: timezone-aware on PostgreSQL (asyncpg refuses to mix aware and naive values);
+    SQLite stores the UTC wall time and convert.utc() puts the zone back."""
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)  # type: ignore[call-overload]
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -19,11 +25,11 @@ class ApiKeyRow(SQLModel, table=True):
     # SHA-256 of the secret: keys are 256-bit random, so a fast hash is enough (no brute force possible).
     secret_hash: str = Field(unique=True, index=True)
     scope: str = "chat"
-    created_at: datetime
-    expires_at: datetime | None = None
+    created_at: datetime = _time()
+    expires_at: datetime | None = _time(nullable=True)
     # Updated at most once a minute per key: a write on every call would cost more than the call.
-    last_used_at: datetime | None = None
-    revoked_at: datetime | None = None
+    last_used_at: datetime | None = _time(nullable=True)
+    revoked_at: datetime | None = _time(nullable=True)
 
 
 class ServerSecretRow(SQLModel, table=True):
@@ -44,12 +50,16 @@ class FlowRow(SQLModel, table=True):
     name: str
     graph: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     warnings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    created_at: datetime
+    created_at: datetime = _time()
 
 
 class ChatRow(SQLModel, table=True):
     __tablename__ = "chat"
-    __table_args__ = (Index("ix_chat_owner_created", "owner", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_chat_owner_created", "owner", "created_at", "id"),
+        # The lease keeper's scan for runs nobody holds.
+        Index("ix_chat_status", "status"),
+    )
 
     id: str = Field(primary_key=True)
     owner: str
@@ -62,8 +72,8 @@ class ChatRow(SQLModel, table=True):
     error: str = ""
     input_prompt: str = ""
     last_seq: int = 0
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
     # Budgets, fixed at creation (server defaults fill what the client left out).
     max_agent_turns: int = 0
     input_timeout_seconds: float = 0.0
@@ -74,7 +84,11 @@ class ChatRow(SQLModel, table=True):
     run_no: int = 0
     run_input: str = ""
     run_steps: int = 0
-    input_deadline: datetime | None = None
+    input_deadline: datetime | None = _time(nullable=True)
+    # Which server replica executes the current run, until when (it renews the lease while the run lives).
+    # A replica whose lease lapsed can write no more steps; another one takes the run over from its journal.
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = _time(nullable=True)
 
 
 class RunStepRow(SQLModel, table=True):
@@ -88,7 +102,7 @@ class RunStepRow(SQLModel, table=True):
     step_no: int = Field(primary_key=True)
     kind: str
     value: str | None = None
-    created_at: datetime
+    created_at: datetime = _time()
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -100,7 +114,7 @@ class IdempotencyRow(SQLModel, table=True):
     method: str = Field(primary_key=True)
     request_id: str = Field(primary_key=True)
     response: bytes
-    created_at: datetime
+    created_at: datetime = _time()
 
 
 class MessageRow(SQLModel, table=True):
@@ -114,7 +128,7 @@ class MessageRow(SQLModel, table=True):
     sender: str
     receiver: str
     content: str
-    created_at: datetime
+    created_at: datetime = _time()
 
 
 class StatusEventRow(SQLModel, table=True):
@@ -127,4 +141,4 @@ class StatusEventRow(SQLModel, table=True):
     status: str
     error: str = ""
     input_prompt: str = ""
-    created_at: datetime
+    created_at: datetime = _time()
