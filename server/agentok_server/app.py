@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,9 +19,11 @@ from .domain.flows import FlowService
 from .domain.idempotency import Idempotency
 from .domain.keys import KeyService
 from .domain.model import Budget, TimeoutAction
+from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
 from .engine.llm import LlmClient
 from .settings import Settings
+from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import AuthzHttpServer
 from .transport.edge_identity import EdgeIdentity
@@ -42,24 +44,38 @@ class App:
     hub: EventHub
     llm: LlmClient
     edge: EdgeIdentity
+    peers: PeerEvents
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start_background(self) -> None:
+        """The lease keeper, and (on PostgreSQL) the listener for what other replicas commit."""
+        self._background.append(asyncio.create_task(self.runs.keep_leases(), name="lease-keeper"))
+        if self.repo.notifies:
+            listener = ChangeListener(self.settings.effective_database_url, self.peers.changed, self.peers.reconnected)
+            self._background.append(asyncio.create_task(listener.run(), name="change-listener"))
+            self._background.append(asyncio.create_task(self.peers.run(), name="peer-events"))
+            await asyncio.wait_for(listener.connected.wait(), timeout=30)
 
     async def close(self) -> None:
         self.hub.close_all()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.runs.shutdown()
         await self.llm.aclose()
-        self.repo.dispose()
+        await self.repo.dispose()
 
 
-def open_repository(settings: Settings) -> Repository:
+async def open_repository(settings: Settings) -> Repository:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    repo = Repository(make_engine(settings.effective_database_url))
-    repo.create_schema()
+    repo = Repository(make_engine(settings.effective_database_url), replica_id=settings.effective_replica_id)
+    await repo.create_schema()
     return repo
 
 
 async def build_app(settings: Settings) -> App:
-    repo = open_repository(settings)
+    repo = await open_repository(settings)
     edge_secret = await repo.server_secret("edge-identity", lambda: secrets.token_hex(32))
     hub = EventHub()
     llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts)
@@ -84,6 +100,7 @@ async def build_app(settings: Settings) -> App:
         hub=hub,
         llm=llm,
         edge=EdgeIdentity(bytes.fromhex(edge_secret)),
+        peers=PeerEvents(repo, hub, runs),
     )
 
 
@@ -108,6 +125,7 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT, then stops accepting, ends watch streams and stops runs cleanly."""
     app = await build_app(settings)
+    await app.start_background()
     await app.runs.resume_all()
     server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()

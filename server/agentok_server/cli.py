@@ -5,23 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .domain.keys import KeyService
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="agentok-grpc: Agentok's chat API over gRPC + REST.")
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (works with the server down).")
 app.add_typer(keys_app, name="keys")
 
 
-def _key_service(settings: Settings):  # type: ignore[no-untyped-def]
+def _with_keys(settings: Settings, use: Callable[[KeyService], Awaitable[T]]) -> T:
+    """Runs `use` with a key service on the configured database, then closes the database."""
     from .app import open_repository
     from .domain.keys import KeyService
 
-    return KeyService(open_repository(settings), cache_seconds=0)
+    async def main() -> T:
+        repo = await open_repository(settings)
+        try:
+            return await use(KeyService(repo, cache_seconds=0))
+        finally:
+            await repo.dispose()
+
+    return asyncio.run(main())
 
 
 def _duration(text: str) -> timedelta:
@@ -44,7 +58,7 @@ def keys_create(
 
     expires_at = datetime.now(UTC) + _duration(expires_in) if expires_in else None
     scope = KeyScope.ADMIN if admin else KeyScope.CHAT
-    key, secret = asyncio.run(_key_service(Settings()).create(owner, name, scope=scope, expires_at=expires_at))
+    key, secret = _with_keys(Settings(), lambda keys: keys.create(owner, name, scope=scope, expires_at=expires_at))
     typer.echo(
         f"created API key {key.id} ({key.name}, owner {key.owner}, scope {key.scope.value}); "
         "store it now, it is not shown again:"
@@ -55,7 +69,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """One key per line: id, name, owner, scope, prefix, created, status. Never the secret."""
-    for key in asyncio.run(_key_service(Settings()).list_all()):
+    for key in _with_keys(Settings(), lambda keys: keys.list_all()):
         if key.revoked_at:
             status = f"revoked {key.revoked_at.isoformat()}"
         elif key.expires_at:
@@ -76,7 +90,7 @@ def keys_revoke(
     from .domain.errors import NotFound
 
     try:
-        asyncio.run(_key_service(Settings()).revoke(key_id))
+        _with_keys(Settings(), lambda keys: keys.revoke(key_id))
     except NotFound as err:
         typer.echo(err.message, err=True)
         raise typer.Exit(1) from None

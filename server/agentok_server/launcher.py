@@ -26,14 +26,14 @@ def jwt_config(settings: Settings) -> JwtConfig | None:
 
 async def ensure_first_key(settings: Settings) -> str | None:
     """Creates a key when none is active; returns its secret (shown once), else None."""
-    repo = open_repository(settings)
+    repo = await open_repository(settings)
     try:
         if await repo.count_active_keys():
             return None
         _, secret = await KeyService(repo, cache_seconds=0).create("default", "first key")
         return secret
     finally:
-        repo.dispose()
+        await repo.dispose()
 
 
 def _banner(settings: Settings, secret: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -59,6 +60,18 @@ class Settings(BaseSettings):
     default_input_timeout_seconds: float = Field(default=0.0, ge=0, description="0: wait for people forever")
     default_input_timeout_action: str = Field(default="skip", pattern="^(skip|end)$")
     shutdown_grace_seconds: float = 5.0
+
+    # Replicas (several servers on one PostgreSQL). A run is executed by the replica holding its lease; the
+    # holder renews it every lease_renew_seconds, and when it lapses (the replica died) another one takes
+    # the run over from its journal. The id must differ between live replicas and should stay the same
+    # across one replica's restarts (it then reclaims its runs at once): the default is host:grpc_port.
+    replica_id: str = ""
+    lease_seconds: float = Field(default=5.0, gt=0)
+    lease_renew_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def effective_replica_id(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}:{self.grpc_port}"
 
     @property
     def dev_jwt_dir(self) -> Path:

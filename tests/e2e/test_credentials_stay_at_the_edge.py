@@ -42,7 +42,7 @@ class _Recorder(chat_service_pb2_grpc.ChatServiceServicer):
 async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str, EdgeIdentity]]:
     root = Path(tempfile.mkdtemp())
     repo = Repository(make_engine(f"sqlite:///{root / 'db.sqlite'}"))
-    repo.create_schema()
+    await repo.create_schema()
     keys = KeyService(repo, cache_seconds=1)
     _, secret = await keys.create("olga", "k")
     identity = EdgeIdentity(b"test-secret")
@@ -70,7 +70,7 @@ async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str,
         envoy.stop()
         await server.stop(0)
         await authz.stop()
-        repo.dispose()
+        await repo.dispose()
 
 
 async def test_key_and_token_are_not_forwarded(

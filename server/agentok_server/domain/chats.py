@@ -137,8 +137,15 @@ class ChatService:
         spec = await self._spec(chat_id)
         initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
         first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
+        # The run's lease is taken in the same transaction: of two replicas racing, one starts the run.
         result = await self._repo.apply_step(
-            chat_id, [StatusChange(ChatStatus.RUNNING), first], require=STARTABLE, owner=owner, start_run=text
+            chat_id,
+            [StatusChange(ChatStatus.RUNNING), first],
+            require=STARTABLE,
+            owner=owner,
+            start_run=text,
+            holder=self._runs.replica_id,
+            lease_until=self._runs.lease_until(),
         )
         if result is None:
             # The chat changed between the read and the write: report what it is now.
@@ -169,7 +176,7 @@ class ChatService:
         if answer is None:
             raise invalid_field("message", 'is required (send "" to skip, "exit" to end the conversation)')
         chat = await self._get(owner, chat_id)
-        if chat.status is not ChatStatus.WAITING or not self._runs.is_waiting(chat_id):
+        if chat.status is not ChatStatus.WAITING:
             raise FailedPrecondition(
                 f"the chat is not waiting for human input (status: {chat.status.value})",
                 reason="CHAT_NOT_WAITING",
@@ -187,6 +194,8 @@ class ChatService:
         if result is None:
             raise FailedPrecondition("the chat is no longer waiting for human input", reason="CHAT_NOT_WAITING")
         self._hub.publish(result.events)
+        # The run may live on another replica: it reads the answer from the journal when told of the change
+        # (or, with no replica holding it, whoever takes it over replays it).
         self._runs.deliver_input(chat_id, answer)
         return result.chat
 
@@ -250,6 +259,13 @@ class ChatService:
                     async with asyncio.timeout(self._keepalive):
                         event = await sub.queue.get()
                 except TimeoutError:
+                    event = None
+                    # Quiet: events committed elsewhere whose notification never came are in storage.
+                    for stored in await self._repo.events_after(chat_id, last):
+                        yield stored
+                        last = stored.seq
+                        if until_finished and _ends_run(stored):
+                            return
                     yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
                     continue
                 if event is None:  # the server is shutting down: say so, so the client reconnects
@@ -260,10 +276,15 @@ class ChatService:
                     return
                 if event.seq <= last:
                     continue
-                yield event
-                last = event.seq
-                if until_finished and _ends_run(event):
-                    return
+                # A gap (events reach this process in commit order only per replica): fill it from storage.
+                batch = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
+                for item in batch:
+                    if item.seq <= last:
+                        continue
+                    yield item
+                    last = item.seq
+                    if until_finished and _ends_run(item):
+                        return
 
 
 def _ends_run(event: ChatEvent) -> bool:

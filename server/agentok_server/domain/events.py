@@ -28,6 +28,9 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        # Per watched chat, the highest seq handed to its watchers: peers' notifications at or below it
+        # need no read from storage.
+        self._last: dict[str, int] = {}
 
     def subscribe(self, chat_id: str) -> Subscription:
         sub = Subscription(self, chat_id)
@@ -36,8 +39,22 @@ class EventHub:
 
     def publish(self, events: Iterable[ChatEvent]) -> None:
         for event in events:
-            for sub in self._subs.get(event.chat_id, ()):
+            subs = self._subs.get(event.chat_id)
+            if not subs:
+                continue
+            for sub in subs:
                 sub.queue.put_nowait(event)
+            if event.seq > self._last.get(event.chat_id, 0):
+                self._last[event.chat_id] = event.seq
+
+    def has_watchers(self, chat_id: str) -> bool:
+        return bool(self._subs.get(chat_id))
+
+    def watched_chats(self) -> list[str]:
+        return list(self._subs)
+
+    def last_seq(self, chat_id: str) -> int:
+        return self._last.get(chat_id, 0)
 
     def close_all(self) -> None:
         """Ends every watch stream (server shutdown): each watcher gets None and stops."""
@@ -51,3 +68,4 @@ class EventHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.chat_id]
+                self._last.pop(sub.chat_id, None)

@@ -64,6 +64,10 @@ class _Run:
         self.budget = chat.budget
         self.spec = spec
         self.replay = deque(journal)
+        # Journal entries consumed or written so far: where an answer given on another replica will be.
+        self.steps = 0
+        # Set while the run writes its last step: that step releases the lease, which is no reason to stop it.
+        self.finishing = False
         self.agent_turns = 0
         self.live = asyncio.Event()
         if not self.replay:
@@ -76,6 +80,7 @@ class _Run:
         if not self.replay:
             return None
         entry = self.replay.popleft()
+        self.steps += 1
         if entry.kind != kind:
             raise ReplayMismatch(f"the journal has {entry.kind!r} where the engine now asks for {kind!r}")
         if not self.replay:
@@ -90,10 +95,16 @@ class _Run:
         require: list[ChatStatus] | None = None,
     ) -> None:
         result = await self.manager.repo.apply_step(
-            self.chat_id, items, journal=journal, require=require or [ChatStatus.RUNNING], run_no=self.run_no
+            self.chat_id,
+            items,
+            journal=journal,
+            require=require or [ChatStatus.RUNNING],
+            run_no=self.run_no,
+            holder=self.manager.replica_id,
         )
         if result is None:
             raise RunGone(self.chat_id)
+        self.steps += len(journal)
         self.manager.hub.publish(result.events)
 
     async def say(self, message: NewMessage) -> None:
@@ -139,24 +150,27 @@ class _Run:
         if entry is not None:
             return entry.value or ""
         self.live.set()
-        waiting = self.manager.waiting
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.manager.waiting[self.chat_id] = future
         if self.pending is not None and self.pending[0] == prompt:
             deadline = self.pending[1]
             self.pending = None
-            waiting[self.chat_id] = future
+            # Rebuilt while waiting: the answer may have been stored (by any replica) before this run existed.
+            await self.manager.pull_input(self.chat_id)
         else:
             timeout = self.budget.input_timeout_seconds
             deadline = datetime.now(UTC) + timedelta(seconds=timeout) if timeout else None
-            waiting[self.chat_id] = future
             await self._step([StatusChange(ChatStatus.WAITING, input_prompt=prompt, input_deadline=deadline)])
         if deadline is None:
-            return await future
-        try:
-            remaining = max(0.0, (deadline - datetime.now(UTC)).total_seconds())
-            return await asyncio.wait_for(asyncio.shield(future), remaining)
-        except TimeoutError:
-            return await self._timed_out(future)
+            answer = await future
+        else:
+            try:
+                remaining = max(0.0, (deadline - datetime.now(UTC)).total_seconds())
+                answer = await asyncio.wait_for(asyncio.shield(future), remaining)
+            except TimeoutError:
+                answer = await self._timed_out(future)
+        self.steps += 1  # the answer's journal entry, written by SendInput or by the timeout
+        return answer
 
     async def _timed_out(self, future: asyncio.Future[str]) -> str:
         seconds = self.budget.input_timeout_seconds
@@ -167,6 +181,7 @@ class _Run:
                 [_system(note), StatusChange(ChatStatus.COMPLETED)],
                 require=[ChatStatus.WAITING],
                 run_no=self.run_no,
+                holder=self.manager.replica_id,
             )
             if result is None:  # an answer won the race
                 return await future
@@ -180,6 +195,7 @@ class _Run:
             journal=[JournalEntry("human", "")],
             require=[ChatStatus.WAITING],
             run_no=self.run_no,
+            holder=self.manager.replica_id,
         )
         if result is None:
             return await future
@@ -193,22 +209,39 @@ def _system(text: str) -> NewMessage:
 
 
 class RunManager:
+    """This replica's runs. Each is executed under a lease on its chat (see Repository.apply_step): the
+    manager renews the leases it holds, stops runs whose lease it lost (cancelled, deleted, taken over
+    elsewhere), and takes over runs whose holder stopped renewing (a replica that died)."""
+
     def __init__(self, repo: Repository, hub: EventHub, llm: LlmClient, settings: Settings) -> None:
         self.repo = repo
         self.hub = hub
         self.llm = llm
         self.settings = settings
+        self.replica_id = repo.replica_id
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._runs: dict[str, _Run] = {}
         self.waiting: dict[str, asyncio.Future[str]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.executor = CodeExecutor(
             timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
         )
+
+    def lease_until(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.settings.lease_seconds)
 
     def start(self, chat: Chat, spec: FlowSpec, journal: list[JournalEntry] | None = None) -> _Run:
         run = _Run(self, chat, spec, journal or [])
         task = asyncio.create_task(self._run(run, chat.run.run_input), name=f"run-{chat.id}")
         self._tasks[chat.id] = task
-        task.add_done_callback(lambda t: self._tasks.pop(chat.id, None) if self._tasks.get(chat.id) is t else None)
+        self._runs[chat.id] = run
+
+        def _forget(t: asyncio.Task[None]) -> None:
+            if self._tasks.get(chat.id) is t:
+                del self._tasks[chat.id]
+                self._runs.pop(chat.id, None)
+
+        task.add_done_callback(_forget)
         return run
 
     def is_running(self, chat_id: str) -> bool:
@@ -219,28 +252,92 @@ class RunManager:
         return future is not None and not future.done()
 
     def deliver_input(self, chat_id: str, answer: str) -> None:
-        future = self.waiting.pop(chat_id)
-        if not future.done():
+        future = self.waiting.pop(chat_id, None)
+        if future is not None and not future.done():
             future.set_result(answer)
+
+    async def pull_input(self, chat_id: str) -> None:
+        """An answer stored by another replica (or before this run was rebuilt): hand it to the waiting run."""
+        run = self._runs.get(chat_id)
+        if run is None or not self.is_waiting(chat_id):
+            return
+        entries = await self.repo.journal(chat_id, run.run_no, after_step=run.steps)
+        if entries and entries[0].kind == "human":
+            self.deliver_input(chat_id, entries[0].value or "")
+
+    def on_peer_change(self, chat_id: str, status: ChatStatus | None) -> None:
+        """Another replica changed a chat this one may be running (None: deleted it)."""
+        task = self._tasks.get(chat_id)
+        if task is None:
+            return
+        if status is None or not status.in_run:  # cancelled, deleted, or ended by a takeover
+            self._spawn(self._stop_task(chat_id, task))
+        elif status is ChatStatus.RUNNING and self.is_waiting(chat_id):  # answered there
+            self._spawn(self.pull_input(chat_id))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self, chat_id: str) -> None:
         """Stops the run's task (mid model call too); what it stored stays."""
-        task = self._tasks.pop(chat_id, None)
-        self.waiting.pop(chat_id, None)
+        task = self._tasks.get(chat_id)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await self._stop_task(chat_id, task)
+        self.waiting.pop(chat_id, None)
+
+    async def _stop_task(self, chat_id: str, task: asyncio.Task[None]) -> None:
+        # Only that task: the chat may have started a new run here meanwhile.
+        if self._tasks.get(chat_id) is task:
+            del self._tasks[chat_id]
+            self._runs.pop(chat_id, None)
+            self.waiting.pop(chat_id, None)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def shutdown(self) -> None:
-        """Stops every run where it is: their journals keep them, and `resume_all` picks them up again."""
+        """Stops every run where it is: their journals keep them. The leases are released, so another
+        replica (or this one, restarted) picks them up at once."""
+        for task in list(self._background):
+            task.cancel()
         await asyncio.gather(*(self.stop(chat_id) for chat_id in list(self._tasks)))
+        await self.repo.release_leases(self.replica_id)
 
-    async def resume_all(self, *, replay_seconds: float = 30.0) -> None:
-        """Rebuilds every run that was in progress when the server stopped, and returns once each has
-        replayed its journal (so a SendInput finds the question it answers) or ended."""
-        runs: list[tuple[_Run, asyncio.Task[None]]] = []
-        for chat in await self.repo.list_chats_in_status(IN_RUN):
-            if chat.id in self._tasks:
+    async def keep_leases(self) -> None:
+        """Runs for the life of the server: renew, let go of what was lost, take over what was orphaned."""
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_seconds)
+            try:
+                await self.tend_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be briefly unreachable: try again next round
+                log.exception("lease upkeep failed")
+
+    async def tend_leases(self) -> None:
+        held = {c: t for c, t in self._tasks.items() if not self._runs[c].finishing}
+        alive = await self.repo.renew_leases(self.replica_id, list(held), self.lease_until())
+        for chat_id, task in held.items():
+            status = alive.get(chat_id)
+            if status is None:
+                if not task.done():
+                    log.info("chat %s: lease lost (cancelled, deleted or taken over); stopping its run", chat_id)
+                await self._stop_task(chat_id, task)
+            elif status is ChatStatus.RUNNING and self.is_waiting(chat_id):
+                await self.pull_input(chat_id)  # answered elsewhere and the notification was missed
+        await self.take_over(await self.repo.unheld_runs())
+
+    async def take_over(self, chat_ids: Sequence[str]) -> list[_Run]:
+        """Rebuilds, from their journals, the runs among these chats whose lease this replica obtains."""
+        started: list[_Run] = []
+        for chat_id in chat_ids:
+            if chat_id in self._tasks or not await self.repo.acquire_lease(
+                chat_id, self.replica_id, self.lease_until()
+            ):
+                continue
+            chat = await self.repo.get_chat_any_owner(chat_id)
+            if chat is None or not chat.status.in_run:
                 continue
             try:
                 spec = parse_flow(
@@ -249,9 +346,19 @@ class RunManager:
             except DomainError as err:
                 await self._end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue
-            run = self.start(chat, spec, await self.repo.journal(chat.id, chat.run.run_no))
-            runs.append((run, self._tasks[chat.id]))
-        for run, task in runs:
+            log.info("chat %s: resuming its run (run %d) from its journal", chat.id, chat.run.run_no)
+            started.append(self.start(chat, spec, await self.repo.journal(chat.id, chat.run.run_no)))
+        return started
+
+    async def resume_all(self, *, replay_seconds: float = 30.0) -> None:
+        """At start: rebuilds this replica's runs from before a restart and any run nobody holds, and returns
+        once each has replayed its journal (so a SendInput finds the question it answers) or ended."""
+        chat_ids = await self.repo.held_runs(self.replica_id) + await self.repo.unheld_runs(limit=10_000)
+        runs = await self.take_over(list(dict.fromkeys(chat_ids)))
+        for run in runs:
+            task = self._tasks.get(run.chat_id)
+            if task is None:
+                continue
             live = asyncio.ensure_future(run.live.wait())
             await asyncio.wait({live, task}, timeout=replay_seconds, return_when=asyncio.FIRST_COMPLETED)
             live.cancel()
@@ -265,19 +372,24 @@ class RunManager:
             if run.replay:
                 raise ReplayMismatch("the engine finished before its journal did")
             log.info("chat %s completed: %s", chat_id, reason)
+            run.finishing = True
             await run._step([StatusChange(ChatStatus.COMPLETED)])
         except RunGone:
             return
         except RunEnded as ended:
+            run.finishing = True
             await self._finish(chat_id, [_system(str(ended)), StatusChange(ChatStatus.COMPLETED)], run.run_no)
         except LlmError as exc:
+            run.finishing = True
             await self._end_with_error(chat_id, str(exc), run.run_no)
         except ReplayMismatch as exc:
+            run.finishing = True
             await self._end_with_error(chat_id, f"the run could not be resumed after a restart: {exc}", run.run_no)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("chat %s failed", chat_id)
+            run.finishing = True
             error = f"internal error while running the chat ({type(exc).__name__})"
             await self._end_with_error(chat_id, error, run.run_no)
         finally:
@@ -286,7 +398,7 @@ class RunManager:
                 self.waiting.pop(chat_id, None)
 
     async def _finish(self, chat_id: str, items: list[StepItem], run_no: int | None) -> None:
-        result = await self.repo.apply_step(chat_id, items, require=IN_RUN, run_no=run_no)
+        result = await self.repo.apply_step(chat_id, items, require=IN_RUN, run_no=run_no, holder=self.replica_id)
         if result is not None:
             self.hub.publish(result.events)
 

@@ -3,16 +3,18 @@ on SQLite they run inline: a short local transaction is cheaper than a hop to a 
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
 from ..domain.model import (
@@ -39,6 +41,7 @@ from .tables import (
     ServerSecretRow,
     StatusEventRow,
 )
+from .urls import async_url
 
 CHAT = ChatRow.__table__  # type: ignore[attr-defined]
 MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
@@ -50,10 +53,14 @@ RUN_STEP = RunStepRow.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY = IdempotencyRow.__table__  # type: ignore[attr-defined]
 
 StepItem = NewMessage | StatusChange
+_IN_RUN = [ChatStatus.RUNNING.value, ChatStatus.WAITING.value]
 # Statements on the hot path (every call authenticates; GetChat is the polling call) are built once.
 _CHAT_COLUMNS = [c for c in CHAT.c if c.name != "graph"]  # all but the flow snapshot, which only runs need
 _GET_CHAT = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"), CHAT.c.owner == bindparam("owner"))
 _GET_CHAT_ANY_OWNER = select(*_CHAT_COLUMNS).where(CHAT.c.id == bindparam("chat_id"))
+# Every replica LISTENs on this channel; a payload names the chat and the seqs a step committed.
+NOTIFY_CHANNEL = "agentok_chat_events"
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _KEY_FOR_HASH = select(API_KEY).where(API_KEY.c.secret_hash == bindparam("secret_hash"), API_KEY.c.revoked_at.is_(None))
 
 
@@ -71,7 +78,8 @@ class StepResult:
     events: list[ChatEvent]
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str) -> Engine | AsyncEngine:
+    """SQLite: a sync engine, used inline (see Repository). PostgreSQL: an async engine on asyncpg."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
 
@@ -86,47 +94,94 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class _InlineConnection:
+    """A sync SQLite connection behind the awaitable `execute` the repository uses for every database.
+    The call runs inline (no worker thread, no suspension), so a transaction on it never yields to the
+    event loop and two repository calls can't interleave on the held connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
+
+
+# What the repository's methods execute on: an _InlineConnection (SQLite) or an AsyncConnection (PostgreSQL).
+Conn = Any
 
 
 class Repository:
-    def __init__(self, engine: Engine) -> None:
+    """`replica_id` names this server process in run leases and in the change notifications it sends."""
+
+    def __init__(self, engine: Engine | AsyncEngine, *, replica_id: str = "") -> None:
         self._engine = engine
-        self._reader: Connection | None = None
+        self.replica_id = replica_id
+        self.dialect = engine.dialect.name
+        self._reader: _InlineConnection | None = None
         self._writer: Connection | None = None
-        if engine.dialect.name == "sqlite":
+        if isinstance(engine, Engine):
             # Held connections: a pool checkout and reset costs ~5x the query itself. Safe because every
-            # repository call runs to completion on the event-loop thread (no await inside), so calls never
-            # interleave on a connection; WAL lets the autocommit reader see each commit at once.
-            self._reader = engine.connect()
+            # repository call runs to completion on the event-loop thread (no await suspends inside), so calls
+            # never interleave on a connection; WAL lets the autocommit reader see each commit at once.
+            self._reader = _InlineConnection(engine.connect())
             self._writer = engine.connect()
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    @property
+    def engine(self) -> Engine | AsyncEngine:
+        return self._engine
+
+    @property
+    def notifies(self) -> bool:
+        """Whether other processes learn of each committed step (PostgreSQL's NOTIFY)."""
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[Conn]:
         if self._reader is not None:
             yield self._reader
         else:
-            with self._engine.connect() as conn:
+            assert isinstance(self._engine, AsyncEngine)
+            async with self._engine.connect() as conn:
                 yield conn
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Conn]:
         """One transaction: committed when the block ends, rolled back whole if it raises."""
         if self._writer is not None:
             with self._writer.begin():
-                yield self._writer
+                yield _InlineConnection(self._writer)
         else:
-            with self._engine.begin() as conn:
+            assert isinstance(self._engine, AsyncEngine)
+            async with self._engine.begin() as conn:
                 yield conn
 
-    def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self._engine)
+    async def create_schema(self) -> None:
+        """Tables straight from the models (tests of the storage layer); deployments use `agentok db upgrade`."""
+        if isinstance(self._engine, AsyncEngine):
+            async with self._engine.begin() as conn:
+                await conn.run_sync(SQLModel.metadata.create_all)
+        else:
+            SQLModel.metadata.create_all(self._engine)
 
-    def dispose(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                conn.close()
-        self._engine.dispose()
+    async def dispose(self) -> None:
+        if self._reader is not None:
+            self._reader._conn.close()
+        if self._writer is not None:
+            self._writer.close()
+        if isinstance(self._engine, AsyncEngine):
+            await self._engine.dispose()
+        else:
+            self._engine.dispose()
+
+    async def _notify(self, conn: Conn, payload: dict[str, Any]) -> None:
+        """Inside the step's transaction: PostgreSQL delivers it at commit, in commit order, or never."""
+        if self.notifies:
+            payload["o"] = self.replica_id
+            await conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "payload": json.dumps(payload)})
 
     # --- API keys -------------------------------------------------------------------------------
 
@@ -152,8 +207,8 @@ class Repository:
             "last_used_at": None,
             "revoked_at": None,
         }
-        with self._write() as conn:
-            conn.execute(API_KEY.insert().values(**row))
+        async with self._write() as conn:
+            await conn.execute(API_KEY.insert().values(**row))
         return convert.api_key(ApiKeyRow(**row))
 
     async def list_keys(
@@ -167,57 +222,57 @@ class Repository:
             if after:
                 query = query.where(_before(API_KEY, after))
             query = query.order_by(API_KEY.c.created_at.desc(), API_KEY.c.id.desc()).limit(limit)
-        with self._read() as conn:
-            return [convert.api_key(r) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [convert.api_key(r) for r in (await conn.execute(query)).all()]
 
     async def count_active_keys(self) -> int:
-        with self._read() as conn:
-            return len(conn.execute(select(API_KEY.c.id).where(API_KEY.c.revoked_at.is_(None))).all())
+        async with self._read() as conn:
+            return len((await conn.execute(select(API_KEY.c.id).where(API_KEY.c.revoked_at.is_(None)))).all())
 
     async def revoke_key(self, key_id: str, owner: str | None = None) -> bool:
         query = update(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.revoked_at.is_(None))
         if owner is not None:
             query = query.where(API_KEY.c.owner == owner)
-        with self._write() as conn:
-            res = conn.execute(query.values(revoked_at=now()))
+        async with self._write() as conn:
+            res = await conn.execute(query.values(revoked_at=now()))
         return bool(res.rowcount)
 
     async def key_for_hash(self, secret_hash: str) -> ApiKey | None:
         """The active (not revoked) key with this secret hash; expiry is the caller's to judge."""
-        with self._read() as conn:
-            row = conn.execute(_KEY_FOR_HASH, {"secret_hash": secret_hash}).first()
+        async with self._read() as conn:
+            row = (await conn.execute(_KEY_FOR_HASH, {"secret_hash": secret_hash})).first()
         return convert.api_key(row) if row else None
 
     async def touch_key(self, key_id: str, when: datetime) -> None:
-        with self._write() as conn:
-            conn.execute(update(API_KEY).where(API_KEY.c.id == key_id).values(last_used_at=when))
+        async with self._write() as conn:
+            await conn.execute(update(API_KEY).where(API_KEY.c.id == key_id).values(last_used_at=when))
 
     async def server_secret(self, name: str, make: Callable[[], str]) -> str:
         """The named secret, created with `make()` by whichever process asks first."""
-        with self._read() as conn:
-            row = conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).first()
+        async with self._read() as conn:
+            row = (await conn.execute(select(SECRET.c.value).where(SECRET.c.name == name))).first()
         if row is not None:
             return str(row.value)
         try:
-            with self._write() as conn:
-                conn.execute(SECRET.insert().values(name=name, value=make()))
+            async with self._write() as conn:
+                await conn.execute(SECRET.insert().values(name=name, value=make()))
         except IntegrityError:
             pass  # another process created it first: use theirs
-        with self._read() as conn:
-            return str(conn.execute(select(SECRET.c.value).where(SECRET.c.name == name)).scalar_one())
+        async with self._read() as conn:
+            return str((await conn.execute(select(SECRET.c.value).where(SECRET.c.name == name))).scalar_one())
 
     # --- flows ----------------------------------------------------------------------------------
 
     async def insert_flow(self, *, owner: str, name: str, graph: dict[str, Any], warnings: list[str]) -> Flow:
         row: dict[str, Any] = {"id": new_id(), "owner": owner, "name": name, "graph": graph, "warnings": warnings}
         row["created_at"] = now()
-        with self._write() as conn:
-            conn.execute(FLOW.insert().values(**row))
+        async with self._write() as conn:
+            await conn.execute(FLOW.insert().values(**row))
         return convert.flow(FlowRow(**row))
 
     async def get_flow(self, owner: str, flow_id: str) -> Flow | None:
-        with self._read() as conn:
-            row = conn.execute(select(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner)).first()
+        async with self._read() as conn:
+            row = (await conn.execute(select(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner))).first()
         return convert.flow(row) if row else None
 
     async def list_flows(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Flow]:
@@ -225,12 +280,12 @@ class Repository:
         if after:
             query = query.where(_before(FLOW, after))
         query = query.order_by(FLOW.c.created_at.desc(), FLOW.c.id.desc()).limit(limit)
-        with self._read() as conn:
-            return [convert.flow(r) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [convert.flow(r) for r in (await conn.execute(query)).all()]
 
     async def delete_flow(self, owner: str, flow_id: str) -> bool:
-        with self._write() as conn:
-            res = conn.execute(delete(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner))
+        async with self._write() as conn:
+            res = await conn.execute(delete(FLOW).where(FLOW.c.id == flow_id, FLOW.c.owner == owner))
         return bool(res.rowcount)
 
     # --- chats ----------------------------------------------------------------------------------
@@ -268,18 +323,18 @@ class Repository:
             "run_steps": 0,
             "input_deadline": None,
         }
-        with self._write() as conn:
-            conn.execute(CHAT.insert().values(**row))
+        async with self._write() as conn:
+            await conn.execute(CHAT.insert().values(**row))
         return convert.chat(ChatRow(**row))
 
     async def get_chat(self, owner: str, chat_id: str) -> Chat | None:
-        with self._read() as conn:
-            row = conn.execute(_GET_CHAT, {"chat_id": chat_id, "owner": owner}).first()
+        async with self._read() as conn:
+            row = (await conn.execute(_GET_CHAT, {"chat_id": chat_id, "owner": owner})).first()
         return convert.chat(row) if row else None
 
     async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None:
-        with self._read() as conn:
-            row = conn.execute(select(CHAT.c.graph).where(CHAT.c.id == chat_id)).first()
+        async with self._read() as conn:
+            row = (await conn.execute(select(CHAT.c.graph).where(CHAT.c.id == chat_id))).first()
         return row.graph if row else None
 
     async def list_chats(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Chat]:
@@ -287,24 +342,27 @@ class Repository:
         if after:
             query = query.where(_before(CHAT, after))
         query = query.order_by(CHAT.c.created_at.desc(), CHAT.c.id.desc()).limit(limit)
-        with self._read() as conn:
-            return [convert.chat(r) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [convert.chat(r) for r in (await conn.execute(query)).all()]
 
     async def list_chats_in_status(self, statuses: Sequence[ChatStatus]) -> list[Chat]:
         query = select(*_CHAT_COLUMNS).where(CHAT.c.status.in_([s.value for s in statuses]))
-        with self._read() as conn:
-            return [convert.chat(r) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [convert.chat(r) for r in (await conn.execute(query)).all()]
 
     async def delete_chat(self, owner: str, chat_id: str) -> Chat | None:
         """Deletes the chat with its history in one transaction; returns it as it was."""
-        with self._write() as conn:
-            row = conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner)).first()
+        async with self._write() as conn:
+            row = (
+                await conn.execute(select(*_CHAT_COLUMNS).where(CHAT.c.id == chat_id, CHAT.c.owner == owner))
+            ).first()
             if row is None:
                 return None
-            conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
-            conn.execute(delete(RUN_STEP).where(RUN_STEP.c.chat_id == chat_id))
-            conn.execute(delete(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id))
-            conn.execute(delete(CHAT).where(CHAT.c.id == chat_id))
+            await conn.execute(delete(MESSAGE).where(MESSAGE.c.chat_id == chat_id))
+            await conn.execute(delete(RUN_STEP).where(RUN_STEP.c.chat_id == chat_id))
+            await conn.execute(delete(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id))
+            await conn.execute(delete(CHAT).where(CHAT.c.id == chat_id))
+            await self._notify(conn, {"c": chat_id, "s": row.last_seq, "d": True})
         return convert.chat(row)
 
     async def apply_step(
@@ -317,6 +375,8 @@ class Repository:
         journal: Sequence[JournalEntry] = (),
         start_run: str | None = None,
         run_no: int | None = None,
+        holder: str | None = None,
+        lease_until: datetime | None = None,
     ) -> StepResult | None:
         """Appends messages, status changes and run-journal entries to a chat as one transaction.
 
@@ -324,13 +384,20 @@ class Repository:
         `require`, or `run_no` is given and is no longer the chat's run: the checks and the writes share the
         transaction, so two concurrent callers cannot both pass them. `start_run` begins a new run (its
         first message) with an empty journal.
+
+        `holder` fences a run's own steps: they are written only while that replica holds the chat's run
+        lease (a replica that lost it to a takeover writes nothing more). `lease_until` (with `holder`)
+        grants or extends the lease in the same transaction, as a new run does. A step that leaves the
+        run's statuses releases the lease.
         """
         at = now()
-        with self._write() as conn:
-            row = _lock_chat(conn, chat_id, owner)
+        async with self._write() as conn:
+            row = await _lock_chat(conn, chat_id, owner)
             if row is None or (require is not None and ChatStatus(row.status) not in require):
                 return None
             if run_no is not None and row.run_no != run_no:
+                return None
+            if holder is not None and lease_until is None and row.lease_holder != holder:
                 return None
             seq = row.last_seq
             events: list[ChatEvent] = []
@@ -341,7 +408,7 @@ class Repository:
                 values.update(run_no=current_run, run_input=start_run)
             for entry in journal:
                 steps += 1
-                conn.execute(
+                await conn.execute(
                     RUN_STEP.insert().values(
                         chat_id=chat_id,
                         run_no=current_run,
@@ -365,7 +432,7 @@ class Repository:
                         "content": item.content,
                         "created_at": at,
                     }
-                    conn.execute(MESSAGE.insert().values(**msg_row))
+                    await conn.execute(MESSAGE.insert().values(**msg_row))
                     events.append(convert.message_event(MessageRow(**msg_row)))
                 else:
                     ev_row: dict[str, Any] = {
@@ -376,7 +443,7 @@ class Repository:
                         "input_prompt": item.input_prompt,
                         "created_at": at,
                     }
-                    conn.execute(STATUS_EVENT.insert().values(**ev_row))
+                    await conn.execute(STATUS_EVENT.insert().values(**ev_row))
                     events.append(convert.status_event(StatusEventRow(**ev_row)))
                     values.update(
                         status=item.status.value,
@@ -385,18 +452,87 @@ class Repository:
                         input_deadline=item.input_deadline,
                     )
             values["last_seq"] = seq
-            conn.execute(update(CHAT).where(CHAT.c.id == chat_id).values(**values))
+            if lease_until is not None:
+                values.update(lease_holder=holder, lease_expires_at=lease_until)
+            if not ChatStatus(values.get("status", row.status)).in_run:
+                values.update(lease_holder=None, lease_expires_at=None)
+            await conn.execute(update(CHAT).where(CHAT.c.id == chat_id).values(**values))
+            if events:
+                first = events[0].seq
+                await self._notify(conn, {"c": chat_id, "f": first, "s": seq, "st": values.get("status", row.status)})
             updated = row._asdict() | values
         return StepResult(chat=convert.chat(_AttrDict(updated)), events=events)
 
-    async def journal(self, chat_id: str, run_no: int) -> list[JournalEntry]:
+    async def journal(self, chat_id: str, run_no: int, after_step: int = 0) -> list[JournalEntry]:
         query = (
             select(RUN_STEP.c.kind, RUN_STEP.c.value)
-            .where(RUN_STEP.c.chat_id == chat_id, RUN_STEP.c.run_no == run_no)
+            .where(RUN_STEP.c.chat_id == chat_id, RUN_STEP.c.run_no == run_no, RUN_STEP.c.step_no > after_step)
             .order_by(RUN_STEP.c.step_no)
         )
-        with self._read() as conn:
-            return [JournalEntry(kind=r.kind, value=r.value) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [JournalEntry(kind=r.kind, value=r.value) for r in (await conn.execute(query)).all()]
+
+    # --- run leases -----------------------------------------------------------------------------
+
+    async def acquire_lease(self, chat_id: str, holder: str, until: datetime) -> bool:
+        """Takes the chat's run lease if its run is in progress and nobody else holds a live lease."""
+        at = now()
+        query = (
+            update(CHAT)
+            .where(
+                CHAT.c.id == chat_id,
+                CHAT.c.status.in_(_IN_RUN),
+                CHAT.c.lease_holder.is_(None) | (CHAT.c.lease_holder == holder) | (CHAT.c.lease_expires_at < at),
+            )
+            .values(lease_holder=holder, lease_expires_at=until)
+        )
+        async with self._write() as conn:
+            return bool((await conn.execute(query)).rowcount)
+
+    async def renew_leases(self, holder: str, chat_ids: Sequence[str], until: datetime) -> dict[str, ChatStatus]:
+        """Extends the holder's leases on these chats; returns the ones it still holds, with their status
+        (a chat missing from the answer was deleted, ended by someone else, or taken over)."""
+        if not chat_ids:
+            return {}
+        query = (
+            update(CHAT)
+            .where(CHAT.c.id.in_(list(chat_ids)), CHAT.c.lease_holder == holder, CHAT.c.status.in_(_IN_RUN))
+            .values(lease_expires_at=until)
+            .returning(CHAT.c.id, CHAT.c.status)
+        )
+        async with self._write() as conn:
+            return {r.id: ChatStatus(r.status) for r in (await conn.execute(query)).all()}
+
+    async def release_leases(self, holder: str) -> None:
+        """Shutdown: the holder's runs may be taken over at once instead of when their leases lapse."""
+        query = update(CHAT).where(CHAT.c.lease_holder == holder).values(lease_expires_at=now())
+        async with self._write() as conn:
+            await conn.execute(query)
+
+    async def unheld_runs(self, limit: int = 100) -> list[str]:
+        """Chats whose run is in progress but held by nobody alive: candidates for a takeover."""
+        at = now()
+        query = (
+            select(CHAT.c.id)
+            .where(
+                CHAT.c.status.in_(_IN_RUN),
+                CHAT.c.lease_holder.is_(None) | (CHAT.c.lease_expires_at < at),
+            )
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            return [r.id for r in (await conn.execute(query)).all()]
+
+    async def held_runs(self, holder: str) -> list[str]:
+        """Chats whose run this holder's lease covers (a restarted replica reclaims them at once)."""
+        query = select(CHAT.c.id).where(CHAT.c.status.in_(_IN_RUN), CHAT.c.lease_holder == holder)
+        async with self._read() as conn:
+            return [r.id for r in (await conn.execute(query)).all()]
+
+    async def get_chat_any_owner(self, chat_id: str) -> Chat | None:
+        async with self._read() as conn:
+            row = (await conn.execute(_GET_CHAT_ANY_OWNER, {"chat_id": chat_id})).first()
+        return convert.chat(row) if row else None
 
     # --- idempotent writes ----------------------------------------------------------------------
 
@@ -404,13 +540,13 @@ class Repository:
         query = select(IDEMPOTENCY.c.response).where(
             IDEMPOTENCY.c.owner == owner, IDEMPOTENCY.c.method == method, IDEMPOTENCY.c.request_id == request_id
         )
-        with self._read() as conn:
-            row = conn.execute(query).first()
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
         return bytes(row.response) if row else None
 
     async def record_response(self, owner: str, method: str, request_id: str, response: bytes) -> None:
-        with self._write() as conn:
-            conn.execute(
+        async with self._write() as conn:
+            await conn.execute(
                 IDEMPOTENCY.insert().values(
                     owner=owner, method=method, request_id=request_id, response=response, created_at=now()
                 )
@@ -425,14 +561,18 @@ class Repository:
             .order_by(MESSAGE.c.seq)
             .limit(limit)
         )
-        with self._read() as conn:
-            return [convert.message(r) for r in conn.execute(query).all()]
+        async with self._read() as conn:
+            return [convert.message(r) for r in (await conn.execute(query)).all()]
 
     async def events_after(self, chat_id: str, after_seq: int) -> list[ChatEvent]:
-        with self._read() as conn:
-            msgs = conn.execute(select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq)).all()
-            statuses = conn.execute(
-                select(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id, STATUS_EVENT.c.seq > after_seq)
+        async with self._read() as conn:
+            msgs = (
+                await conn.execute(select(MESSAGE).where(MESSAGE.c.chat_id == chat_id, MESSAGE.c.seq > after_seq))
+            ).all()
+            statuses = (
+                await conn.execute(
+                    select(STATUS_EVENT).where(STATUS_EVENT.c.chat_id == chat_id, STATUS_EVENT.c.seq > after_seq)
+                )
             ).all()
         events = [convert.message_event(r) for r in msgs] + [convert.status_event(r) for r in statuses]
         events.sort(key=lambda e: e.seq)
@@ -454,8 +594,8 @@ def _before(table: Any, after: tuple[datetime, str]) -> Any:
     return (table.c.created_at < created_at) | ((table.c.created_at == created_at) & (table.c.id < row_id))
 
 
-def _lock_chat(conn: Connection, chat_id: str, owner: str | None) -> Any:
+async def _lock_chat(conn: Conn, chat_id: str, owner: str | None) -> Any:
     query = _GET_CHAT if owner is not None else _GET_CHAT_ANY_OWNER
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    return conn.execute(query, {"chat_id": chat_id, "owner": owner}).first()
+    return (await conn.execute(query, {"chat_id": chat_id, "owner": owner})).first()
