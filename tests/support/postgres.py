@@ -15,13 +15,9 @@ from sqlalchemy.engine import make_url
 ADMIN_URL = os.environ.get("AGENTOK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _admin_dsn() -> str:
-    return make_url(ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _admin(sql: str) -> None:
     async def run() -> None:
-        conn = await asyncpg.connect(_admin_dsn(), timeout=10)
+        conn = await asyncpg.connect(dsn(ADMIN_URL), timeout=10)
         try:
             await conn.execute(sql)
         finally:
@@ -42,3 +38,8 @@ def create_database() -> str:
 def drop_database(url: str) -> None:
     name = make_url(url).database
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def dsn(url: str) -> str:
+    """A database URL as asyncpg.connect() takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

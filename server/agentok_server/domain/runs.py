@@ -271,6 +271,8 @@ class RunManager:
         if task is None:
             return
         if status is None or not status.in_run:  # cancelled, deleted, or ended by a takeover
+            change = "deleted" if status is None else f"set {status.value}"
+            log.info("chat %s: %s on another replica; stopping its run here", chat_id, change)
             self._spawn(self._stop_task(chat_id, task))
         elif status is ChatStatus.RUNNING and self.is_waiting(chat_id):  # answered there
             self._spawn(self.pull_input(chat_id))
