@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: install gen lint test run bench clean
+.PHONY: install gen lint test run run-cluster bench bench-cluster clean
+
+# run-cluster's database; the tests make their own throw-away databases in the same server.
+CLUSTER_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/agentok
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,18 +33,31 @@ lint: install
 	$(PY) -m ruff check server tests tools bench
 	$(PY) -m mypy
 
-## test: install everything and run the whole suite (what CI runs)
+## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running
 test: lint
+	tools/postgres.sh
 	$(PY) -m pytest
 
 ## run: the gRPC server and Envoy on the embedded SQLite default
 run: install gen
 	$(VENV)/bin/agentok run
 
+## run-cluster: PostgreSQL, migrations, 2 server replicas and one Envoy in front of them
+run-cluster: install gen
+	tools/postgres.sh agentok
+	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok db upgrade
+	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok run --replicas 2
+
 ## bench: the speed figures reported in the README
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run.py
+
+## bench-cluster: the same workloads on PostgreSQL with 1 and with 2 replicas, side by side
+bench-cluster: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	tools/postgres.sh
+	$(PY) bench/run.py --cluster
 
 clean:
 	rm -rf $(VENV) node_modules data .bench

@@ -45,11 +45,19 @@ class App:
     llm: LlmClient
     edge: EdgeIdentity
     peers: PeerEvents
+    # What the gRPC health service reports: Envoy's health checks take a replica out of rotation when it
+    # is NOT_SERVING (its database unreachable, or it is shutting down).
+    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set("", status)
 
     async def start_background(self) -> None:
         """The lease keeper, and (on PostgreSQL) the listener for what other replicas commit."""
-        self._background.append(asyncio.create_task(self.runs.keep_leases(), name="lease-keeper"))
+        keeper = self.runs.keep_leases(on_round=self.set_serving)
+        self._background.append(asyncio.create_task(keeper, name="lease-keeper"))
         if self.repo.notifies:
             listener = ChangeListener(self.settings.effective_database_url, self.peers.changed, self.peers.reconnected)
             self._background.append(asyncio.create_task(listener.run(), name="change-listener"))
@@ -113,9 +121,8 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, auth), server)
     api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(app.keys, auth), server)
-    health_servicer = health.aio.HealthServicer()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await app.set_serving(True)
+    health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind the gRPC server to {address}")
@@ -142,6 +149,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         ready.set()
     await stop.wait()
     log.info("shutting down")
+    await app.set_serving(False)
     app.hub.close_all()
     await authz.stop()
     await server.stop(settings.shutdown_grace_seconds)

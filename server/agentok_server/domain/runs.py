@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -223,6 +223,8 @@ class RunManager:
         self._runs: dict[str, _Run] = {}
         self.waiting: dict[str, asyncio.Future[str]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # The start-up resume and the keeper's rounds must not rebuild the same run twice.
+        self._takeover_lock = asyncio.Lock()
         self.executor = CodeExecutor(
             timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
         )
@@ -306,16 +308,21 @@ class RunManager:
         await asyncio.gather(*(self.stop(chat_id) for chat_id in list(self._tasks)))
         await self.repo.release_leases(self.replica_id)
 
-    async def keep_leases(self) -> None:
-        """Runs for the life of the server: renew, let go of what was lost, take over what was orphaned."""
+    async def keep_leases(self, on_round: Callable[[bool], Awaitable[None]] | None = None) -> None:
+        """Runs for the life of the server: renew, let go of what was lost, take over what was orphaned.
+        `on_round` hears whether each round reached the database (the health service reports it)."""
         while True:
             await asyncio.sleep(self.settings.lease_renew_seconds)
             try:
                 await self.tend_leases()
+                ok = True
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be briefly unreachable: try again next round
                 log.exception("lease upkeep failed")
+                ok = False
+            if on_round is not None:
+                await on_round(ok)
 
     async def tend_leases(self) -> None:
         held = {c: t for c, t in self._tasks.items() if not self._runs[c].finishing}
@@ -332,6 +339,10 @@ class RunManager:
 
     async def take_over(self, chat_ids: Sequence[str]) -> list[_Run]:
         """Rebuilds, from their journals, the runs among these chats whose lease this replica obtains."""
+        async with self._takeover_lock:
+            return await self._take_over(chat_ids)
+
+    async def _take_over(self, chat_ids: Sequence[str]) -> list[_Run]:
         started: list[_Run] = []
         for chat_id in chat_ids:
             if chat_id in self._tasks or not await self.repo.acquire_lease(
