@@ -23,6 +23,7 @@ from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
 from .engine.llm import LlmClient
 from .settings import Settings
+from .storage import schema
 from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import AuthzHttpServer
@@ -75,10 +76,15 @@ class App:
 
 
 async def open_repository(settings: Settings) -> Repository:
+    """The configured database; raises SchemaOutOfDate (saying what to run) unless its schema is current."""
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     repo = Repository(make_engine(settings.effective_database_url), replica_id=settings.effective_replica_id)
-    await repo.create_schema()
+    try:
+        await schema.check(repo.engine)
+    except BaseException:
+        await repo.dispose()
+        raise
     return repo
 
 

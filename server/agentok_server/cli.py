@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -18,18 +19,30 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="agentok-grpc: Agentok's chat API over gRPC + REST.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="agentok-grpc: Agentok's chat API over gRPC + REST.",
+)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (works with the server down).")
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema: upgrade it, or see where it is.")
+app.add_typer(db_app, name="db")
 
 
 def _with_keys(settings: Settings, use: Callable[[KeyService], Awaitable[T]]) -> T:
     """Runs `use` with a key service on the configured database, then closes the database."""
     from .app import open_repository
     from .domain.keys import KeyService
+    from .storage.schema import SchemaOutOfDate
 
     async def main() -> T:
-        repo = await open_repository(settings)
+        try:
+            repo = await open_repository(settings)
+        except SchemaOutOfDate as err:
+            typer.echo(str(err), err=True)
+            raise typer.Exit(1) from None
         try:
             return await use(KeyService(repo, cache_seconds=0))
         finally:
@@ -97,6 +110,57 @@ def keys_revoke(
     typer.echo(f"revoked {key_id}")
 
 
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:  # the SQLite default: its directory may not exist yet
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings.effective_database_url
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database that can't be reached or migrated: one clear line and exit code 1, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .storage.schema import SchemaOutOfDate
+
+    try:
+        yield
+    except SchemaOutOfDate as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    except (SQLAlchemyError, OSError) as err:
+        typer.echo(f"cannot use the database: {str(err).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrates the database (DATABASE_URL, or the SQLite file in AGENTOK_DATA_DIR) to this build's schema."""
+    from .storage import schema
+
+    with _database_errors():
+        before, after = schema.upgrade(_database_url(Settings()))
+    if before == after:
+        typer.echo(f"the schema is up to date (revision {after})")
+    else:
+        typer.echo(f"upgraded the schema from {before or 'empty'} to revision {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Prints the database's schema revision; exit code 1 when it is not this build's."""
+    from .storage import schema
+
+    with _database_errors():
+        revision = schema.current_revision(_database_url(Settings()))
+    head = schema.head_revision()
+    if revision == head:
+        typer.echo(f"{revision} (up to date)")
+        return
+    typer.echo(f"{revision or 'no schema'} (this build needs {head}: run `agentok db upgrade`)")
+    raise typer.Exit(1)
+
+
 @app.command()
 def token(
     subject: Annotated[str, typer.Option(help="The owner the token acts as (its sub claim).")] = "default",
@@ -125,18 +189,33 @@ def token(
 def serve() -> None:
     """Runs the gRPC server alone (Envoy not included)."""
     from .app import serve as serve_app
+    from .storage.schema import SchemaOutOfDate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve_app(Settings()))
+    try:
+        asyncio.run(serve_app(Settings()))
+    except SchemaOutOfDate as err:
+        typer.echo(f"agentok serve: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
-def run() -> None:
-    """Runs the gRPC server and Envoy together; Ctrl-C stops both."""
+def run(
+    replicas: Annotated[
+        int, typer.Option(min=1, help="Server processes behind Envoy; more than one needs PostgreSQL.")
+    ] = 1,
+) -> None:
+    """Runs the gRPC server (or several replicas) and Envoy together; Ctrl-C stops them all."""
     from .launcher import run_stack
 
+    settings = Settings()
+    if replicas > 1 and settings.effective_database_url.startswith("sqlite"):
+        typer.echo(
+            "several replicas need a shared PostgreSQL: set AGENTOK_DATABASE_URL (see make run-cluster)", err=True
+        )
+        raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_stack(Settings())
+    run_stack(settings, replicas)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class Cluster:
             self.replicas.append(ServerProcess(env, int(env["AGENTOK_GRPC_PORT"]), root / f"replica-{n}.log"))
 
     def start(self) -> Cluster:
-        agentok_cli(self.base_env, "keys", "list")  # TEMP
+        agentok_cli(self.base_env, "db", "upgrade")
         for replica in self.replicas:
             replica.start()
         return self

@@ -123,6 +123,7 @@ class Stack:
         return f"127.0.0.1:{self.envoy.listen_port}"
 
     def start(self) -> Stack:
+        agentok_cli(self.env, "db", "upgrade")  # as a deployment does: the server only checks the schema
         self.server.start()
         self.envoy.start()
         return self

@@ -1,0 +1,1 @@
+"""Alembic migrations of the agentok schema (SQLite and PostgreSQL); run them with `agentok db upgrade`."""
