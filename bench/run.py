@@ -1,6 +1,7 @@
 """`make bench`: the speed figures in the README, measured against real processes on this machine.
 
-Workloads (each against a fresh server + Envoy over a fresh SQLite file):
+Workloads (each against a fresh server + Envoy over a fresh SQLite file; with --cluster, over a fresh
+PostgreSQL database with 1 and then 2 server replicas behind the Envoy):
   1. GetChat through Envoy over REST (wrk, 16 connections), with auth on and with auth off;
   2. complete human-in-the-loop sessions over native gRPC through Envoy, 16 concurrent clients;
   3. WatchChat latency: from a message's commit (its created_at) to its arrival at a gRPC watcher.
@@ -21,10 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,7 +36,7 @@ from agentok.v1 import chat_enums_pb2, chat_service_pb2_grpc, flow_service_pb2_g
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import flow_service_pb2 as fs
 from agentok_server.devjwt import ensure_dev_keys
-from agentok_server.edge.envoy_config import JwtConfig
+from agentok_server.edge.envoy_config import JwtConfig, Upstream
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 BIN = Path(sys.executable).parent
@@ -74,33 +77,62 @@ def free_port() -> int:
 
 
 @contextmanager
-def stack(auth: bool) -> Iterator[tuple[str, str]]:
-    """Yields (edge address, api key) for a fresh server + Envoy."""
+def postgres_database() -> Iterator[str]:
+    """A throw-away database in the machine's PostgreSQL (`make bench-cluster` makes sure one runs)."""
+    admin = os.environ.get("AGENTOK_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"agentok_bench_{uuid.uuid4().hex[:10]}"
+
+    async def admin_sql(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Iterator[tuple[str, str]]:
+    """Yields (edge address, api key) for fresh server replicas + one Envoy (SQLite unless database_url)."""
     root = Path(tempfile.mkdtemp(prefix="agentok-bench-"))
     env = {
         **os.environ,
         "AGENTOK_DATA_DIR": str(root / "data"),
-        "AGENTOK_GRPC_PORT": str(free_port()),
-        "AGENTOK_AUTHZ_PORT": str(free_port()),
         "AGENTOK_AUTH_ENABLED": "true" if auth else "false",
     }
+    if database_url:
+        env["AGENTOK_DATABASE_URL"] = database_url
+    subprocess.run([str(BIN / "agentok"), "db", "upgrade"], env=env, check=True, capture_output=True)
     out = subprocess.run(
         [str(BIN / "agentok"), "keys", "create", "bench"], env=env, check=True, capture_output=True, text=True
     )
     key = out.stdout.strip().splitlines()[-1]
-    log = (root / "server.log").open("wb")
-    server = subprocess.Popen([str(BIN / "agentok"), "serve"], env=env, stdout=log, stderr=log)
-    target = f"127.0.0.1:{env['AGENTOK_GRPC_PORT']}"
-    with grpc.insecure_channel(target) as ch:
-        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
+    servers: list[subprocess.Popen[bytes]] = []
+    upstreams: list[Upstream] = []
+    for n in range(replicas):
+        upstream = Upstream("127.0.0.1", free_port(), free_port())
+        replica_env = {
+            **env,
+            "AGENTOK_GRPC_PORT": str(upstream.grpc_port),
+            "AGENTOK_AUTHZ_PORT": str(upstream.authz_port),
+        }
+        log = (root / f"server-{n}.log").open("wb")
+        servers.append(subprocess.Popen([str(BIN / "agentok"), "serve"], env=replica_env, stdout=log, stderr=log))
+        upstreams.append(upstream)
+    for upstream in upstreams:
+        with grpc.insecure_channel(f"127.0.0.1:{upstream.grpc_port}") as ch:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
     envoy = EnvoyProcess(
         work_dir=root / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
         admin_port=free_port(),
-        upstream_host="127.0.0.1",
-        upstream_port=int(env["AGENTOK_GRPC_PORT"]),
-        authz_port=int(env["AGENTOK_AUTHZ_PORT"]),
+        upstreams=upstreams,
         # As `make run` deploys it: bearer tokens verified too (requests here carry keys, so it passes them on).
         jwt=JwtConfig("agentok-dev", "agentok", jwks_file=ensure_dev_keys(root / "dev-jwt")) if auth else None,
         auth=auth,
@@ -110,8 +142,10 @@ def stack(auth: bool) -> Iterator[tuple[str, str]]:
         yield f"127.0.0.1:{envoy.listen_port}", key
     finally:
         envoy.stop()
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            server.wait(timeout=30)
         if os.environ.get("BENCH_KEEP") is None:
             shutil.rmtree(root, ignore_errors=True)
         else:
@@ -236,37 +270,49 @@ async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
     return latencies
 
 
+def run_workloads(edge: str, key: str, args: argparse.Namespace, label: str, latency: bool) -> list[tuple[str, str]]:
+    results: list[tuple[str, str]] = []
+    rps = bench_get_chat(edge, key, args.seconds)
+    results.append((f"GetChat via Envoy REST, wrk -c16 ({label})", f"{rps:,.0f} req/s"))
+    print(results[-1], flush=True)
+    sps = asyncio.run(bench_sessions(edge, key, args.seconds, args.clients))
+    results.append((f"HITL sessions via Envoy gRPC, {args.clients} clients ({label})", f"{sps:,.0f} sessions/s"))
+    print(results[-1], flush=True)
+    if latency:
+        lat = sorted(asyncio.run(bench_watch_latency(edge, key, rounds=300)))
+        p50 = statistics.median(lat)
+        p99 = lat[int(len(lat) * 0.99) - 1]
+        results.append(
+            (
+                f"WatchChat event latency via Envoy gRPC, {len(lat)} messages ({label})",
+                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+            )
+        )
+        print(results[-1], flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--cluster", action="store_true", help="PostgreSQL with 1 and with 2 replicas instead of SQLite"
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
     results: list[tuple[str, str]] = []
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
-    for auth in (True, False):
-        with stack(auth) as (edge, key):
-            label = "auth on" if auth else "auth off"
-            rps = bench_get_chat(edge, key, args.seconds)
-            results.append((f"GetChat via Envoy REST, wrk -c16 ({label})", f"{rps:,.0f} req/s"))
-            print(results[-1], flush=True)
-            sps = asyncio.run(bench_sessions(edge, key, args.seconds, args.clients))
-            results.append(
-                (f"HITL sessions via Envoy gRPC, {args.clients} clients ({label})", f"{sps:,.0f} sessions/s")
-            )
-            print(results[-1], flush=True)
-            if auth:
-                lat = sorted(asyncio.run(bench_watch_latency(edge, key, rounds=300)))
-                p50 = statistics.median(lat)
-                p99 = lat[int(len(lat) * 0.99) - 1]
-                results.append(
-                    (
-                        f"WatchChat event latency via Envoy gRPC ({len(lat)} messages)",
-                        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
-                    )
-                )
-                print(results[-1], flush=True)
+    if args.cluster:
+        for replicas in (1, 2):
+            with postgres_database() as url, stack(True, url, replicas) as (edge, key):
+                label = f"PostgreSQL, {replicas} replica{'s' if replicas > 1 else ''}"
+                results += run_workloads(edge, key, args, label, latency=True)
+    else:
+        for auth in (True, False):
+            with stack(auth) as (edge, key):
+                results += run_workloads(edge, key, args, "auth on" if auth else "auth off", latency=auth)
     print("\n| workload | result |\n|---|---|")
     for name, value in results:
         print(f"| {name} | {value} |")

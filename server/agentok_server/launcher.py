@@ -1,15 +1,26 @@
-"""`agentok run`: the gRPC server and Envoy together, with a first API key, as `make run` promises."""
+"""`agentok run`: the gRPC server (or several replicas of it) and Envoy together, with the schema up to
+date and a first API key, as `make run` and `make run-cluster` promise."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .app import open_repository, serve
 from .devjwt import ensure_dev_keys
 from .domain.keys import KeyService
-from .edge.envoy_config import JwtConfig
+from .edge.envoy_config import JwtConfig, Upstream
 from .edge.envoy_process import EnvoyProcess
 from .settings import Settings
+from .storage import schema
+
+# Replica n (from 0) listens on the configured ports plus n * REPLICA_PORT_STEP.
+REPLICA_PORT_STEP = 10
 
 GEN_DESCRIPTOR = "gen/agentok_descriptor.pb"
 
@@ -36,17 +47,18 @@ async def ensure_first_key(settings: Settings) -> str | None:
         await repo.dispose()
 
 
-def _banner(settings: Settings, secret: str | None) -> str:
+def _banner(settings: Settings, secret: str | None, upstreams: list[Upstream]) -> str:
     base = f"http://{settings.http_host}:{settings.http_port}"
     key = secret or "<your key>"
+    servers = ", ".join(f"{u.host}:{u.grpc_port}" for u in upstreams)
     lines = [
         "",
         "agentok-grpc is running (Ctrl-C stops it).",
         f"  REST (through Envoy):        {base}",
         f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}"
         "  (metadata x-api-key or authorization: Bearer)",
-        f"  gRPC server (direct, local): {settings.grpc_host}:{settings.grpc_port}",
-        f"  database:                    {settings.effective_database_url}",
+        f"  gRPC server{'s' if len(upstreams) > 1 else ''} (direct, local): {servers}",
+        f"  database:                    {_printable(settings.effective_database_url)}",
     ]
     if secret:
         lines.append(f"  first API key (shown once):  {secret}")
@@ -58,8 +70,35 @@ def _banner(settings: Settings, secret: str | None) -> str:
     return "\n".join(lines)
 
 
+def _printable(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _envoy(settings: Settings, upstreams: list[Upstream]) -> EnvoyProcess:
+    return EnvoyProcess(
+        work_dir=settings.data_dir / "envoy",
+        listen_host=settings.http_host,
+        listen_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        upstreams=upstreams,
+        concurrency=settings.envoy_concurrency,
+        jwt=jwt_config(settings),
+    )
+
+
+async def _prepare(settings: Settings) -> str | None:
+    """The development launcher brings the schema up to date itself (`agentok serve` only checks it)."""
+    before, after = await asyncio.to_thread(schema.upgrade, settings.effective_database_url)
+    if before != after:
+        print(f"database schema upgraded: {before or 'empty'} -> {after}", flush=True)
+    return await ensure_first_key(settings)
+
+
 async def _run(settings: Settings) -> None:
-    secret = await ensure_first_key(settings)
+    """One replica: the server in this process, Envoy beside it."""
+    secret = await _prepare(settings)
     ready = asyncio.Event()
     server = asyncio.create_task(serve(settings, ready=ready))
     ready_wait = asyncio.create_task(ready.wait())
@@ -68,25 +107,79 @@ async def _run(settings: Settings) -> None:
         ready_wait.cancel()
         server.result()  # raises why the server could not start
         return
-    jwt = jwt_config(settings)
-    envoy = EnvoyProcess(
-        work_dir=settings.data_dir / "envoy",
-        listen_host=settings.http_host,
-        listen_port=settings.http_port,
-        admin_port=settings.envoy_admin_port,
-        upstream_host=settings.grpc_host,
-        upstream_port=settings.grpc_port,
-        authz_port=settings.authz_port,
-        concurrency=settings.envoy_concurrency,
-        jwt=jwt,
-    )
+    upstreams = [Upstream(settings.grpc_host, settings.grpc_port, settings.authz_port)]
+    envoy = _envoy(settings, upstreams)
     try:
         await asyncio.to_thread(envoy.start)
-        print(_banner(settings, secret), flush=True)
+        print(_banner(settings, secret, upstreams), flush=True)
         await server
     finally:
         envoy.stop()
 
 
-def run_stack(settings: Settings) -> None:
-    asyncio.run(_run(settings))
+async def _run_replicas(settings: Settings, replicas: int) -> None:
+    """Several replicas, each an `agentok serve` process on its own ports, behind one Envoy."""
+    secret = await _prepare(settings)
+    upstreams = [
+        Upstream(
+            settings.grpc_host,
+            settings.grpc_port + n * REPLICA_PORT_STEP,
+            settings.authz_port + n * REPLICA_PORT_STEP,
+        )
+        for n in range(replicas)
+    ]
+    procs: list[asyncio.subprocess.Process] = []
+    envoy = _envoy(settings, upstreams)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for upstream in upstreams:
+            env = {
+                **os.environ,
+                "AGENTOK_GRPC_PORT": str(upstream.grpc_port),
+                "AGENTOK_AUTHZ_PORT": str(upstream.authz_port),
+            }
+            procs.append(
+                await asyncio.create_subprocess_exec(sys.executable, "-m", "agentok_server.cli", "serve", env=env)
+            )
+        for upstream, proc in zip(upstreams, procs, strict=True):
+            await _wait_healthy(upstream, proc)
+        await asyncio.to_thread(envoy.start)
+        print(_banner(settings, secret, upstreams), flush=True)
+        exits = {asyncio.ensure_future(proc.wait()) for proc in procs}
+        stopped = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({*exits, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stopped not in done:
+            print("a replica exited; stopping the others", file=sys.stderr, flush=True)
+    finally:
+        await asyncio.to_thread(envoy.stop)
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), settings.shutdown_grace_seconds + 10)
+            except TimeoutError:
+                proc.kill()
+
+
+async def _wait_healthy(upstream: Upstream, proc: asyncio.subprocess.Process) -> None:
+    """Until the replica answers its health check; raises if it exits first or takes over a minute."""
+    async with grpc.aio.insecure_channel(f"{upstream.host}:{upstream.grpc_port}") as channel:
+        request = health_pb2.HealthCheckRequest()
+        check = asyncio.ensure_future(
+            health_pb2_grpc.HealthStub(channel).Check(request, timeout=60, wait_for_ready=True)
+        )
+        exited = asyncio.ensure_future(proc.wait())
+        done, _ = await asyncio.wait({check, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if exited in done:
+            check.cancel()
+            raise RuntimeError(f"the replica on port {upstream.grpc_port} exited with code {proc.returncode}")
+        exited.cancel()
+        check.result()  # raises if it never became healthy
+
+
+def run_stack(settings: Settings, replicas: int = 1) -> None:
+    asyncio.run(_run(settings) if replicas == 1 else _run_replicas(settings, replicas))

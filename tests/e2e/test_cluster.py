@@ -14,11 +14,12 @@ from typing import Any
 
 import asyncpg
 import grpc
+import httpx
 import pytest
 
 from agentok.v1 import chat_enums_pb2, chat_pb2, chat_service_pb2
 
-from ..support.api import Grpc, two_agent_flow, unique_model
+from ..support.api import Grpc, Rest, two_agent_flow, unique_model
 from ..support.cluster import Cluster
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import dsn
@@ -220,3 +221,44 @@ def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def _envoy_hosts(cluster: Cluster) -> dict[int, dict[str, str]]:
+    """Envoy's view of the gRPC cluster's hosts, by port: rq_success, health_flags, ..."""
+    text = httpx.get(f"http://127.0.0.1:{cluster.envoy.admin_port}/clusters", timeout=5).text
+    hosts: dict[int, dict[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and parts[0] == "agentok_grpc" and ":" in parts[1]:
+            port = int(parts[1].rsplit(":", 1)[1])
+            hosts.setdefault(port, {})[parts[2]] = parts[3]
+    return hosts
+
+
+def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
+    tmp_path: Path, llm_server: FakeLlmServer
+) -> None:
+    cluster = Cluster(tmp_path, llm_server.base_url).start()
+    try:
+        rest = Rest(cluster.rest_url, cluster.key("erin"))
+        chat = rest.create_chat(rest.create_flow(HITL)["id"])
+        for _ in range(20):
+            assert rest.chat(chat["id"])["id"] == chat["id"]
+        served = {port: int(h.get("rq_success", "0")) for port, h in _envoy_hosts(cluster).items()}
+        assert set(served) == {r.port for r in cluster.replicas} and all(n > 0 for n in served.values()), served
+
+        dead = cluster.replicas[1]
+        dead.stop(signal.SIGKILL)
+        _wait_for(lambda: "failed_active_hc" in _envoy_hosts(cluster)[dead.port].get("health_flags", ""), "Envoy")
+        # The whole seed walk-through, through the one replica left.
+        sent = rest.send(chat["id"], "hello")
+        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+        answered = rest.input(chat["id"], "x")
+        rest.wait_status(chat["id"], int(answered["last_seq"]), {"completed"})
+        assert [m["content"] for m in rest.messages(chat["id"])] == ["hello", "B", "x", "B"]
+        # The check endpoint's health route is not reachable from outside: only Envoy's own /healthz is.
+        assert httpx.get(f"{cluster.rest_url}/healthz").status_code == 200
+        assert httpx.get(f"{cluster.rest_url}/healthz/").status_code == 401
+        assert httpx.get(f"{cluster.rest_url}/check/healthz").status_code == 401
+    finally:
+        cluster.stop()

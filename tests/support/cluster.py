@@ -1,11 +1,14 @@
-"""Several real `agentok serve` replicas on one real PostgreSQL database (and, when asked, one Envoy in
-front of them), as `make run-cluster` deploys them."""
+"""Several real `agentok serve` replicas on one real PostgreSQL database and one real Envoy in front of
+them, as `make run-cluster` deploys them."""
 
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
+
+from agentok_server.edge.envoy_config import Upstream
+from agentok_server.edge.envoy_process import EnvoyProcess
 
 from .postgres import create_database, drop_database
 from .stack import ServerProcess, agentok_cli, create_key, free_port
@@ -37,17 +40,34 @@ class Cluster:
                 "AGENTOK_REPLICA_ID": f"replica-{n}",
             }
             self.replicas.append(ServerProcess(env, int(env["AGENTOK_GRPC_PORT"]), root / f"replica-{n}.log"))
+        self.envoy = EnvoyProcess(
+            work_dir=root / "envoy",
+            listen_host="127.0.0.1",
+            listen_port=free_port(),
+            admin_port=free_port(),
+            upstreams=[Upstream("127.0.0.1", r.port, int(r.env["AGENTOK_AUTHZ_PORT"])) for r in self.replicas],
+        )
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.envoy.listen_port}"
+
+    @property
+    def edge_target(self) -> str:
+        return f"127.0.0.1:{self.envoy.listen_port}"
 
     def start(self) -> Cluster:
         agentok_cli(self.base_env, "db", "upgrade")
         for replica in self.replicas:
             replica.start()
+        self.envoy.start()
         return self
 
     def key(self, owner: str) -> str:
         return create_key(self.base_env, f"{owner}-key", owner)[1]
 
     def stop(self) -> None:
+        self.envoy.stop()
         for replica in self.replicas:
             if replica.proc is not None and replica.proc.poll() is None:
                 replica.stop(signal.SIGTERM)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
+
+from ..transport.authz_http import CHECK_PREFIX, HEALTH_PATH
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -22,6 +25,8 @@ MIB = 1024 * 1024
 _AUTHZ_HTTP = """\
                       http_service:
                         server_uri: {uri: ${uri}, cluster: agentok_authz, timeout: ${timeout}}
+                        # Every check's path starts with this: the check endpoint's health path is unreachable.
+                        path_prefix: ${check_prefix}
                         authorization_response:
                           # The signed identity goes on to the server (the key and token do not: see authz_http.py).
                           allowed_upstream_headers:
@@ -34,11 +39,20 @@ _AUTHZ_HTTP_CLUSTER = """\
       circuit_breakers:
         thresholds:
           - {max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 3}
+      # One check endpoint per replica; one that stops answering leaves the rotation (as its gRPC port does).
+      health_checks:
+        - timeout: 1s
+          interval: ${hc_interval}
+          no_traffic_interval: ${hc_interval}
+          unhealthy_threshold: 2
+          healthy_threshold: 1
+          http_health_check: {path: ${health_path}}
       load_assignment:
         cluster_name: agentok_authz
         endpoints:
           - lb_endpoints:
-              - endpoint:
+${endpoints}"""
+_ENDPOINT = """              - endpoint:
                   address:
                     socket_address: {address: ${host}, port_value: ${port}}"""
 
@@ -93,6 +107,15 @@ _JWKS_TLS = """\
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """One server replica: its gRPC port and its ext_authz check port, on one host."""
+
+    host: str
+    grpc_port: int
+    authz_port: int
+
+
+@dataclass(frozen=True)
 class JwtConfig:
     """Where bearer tokens come from: a local JWKS file (default) or a remote JWKS URI."""
 
@@ -142,6 +165,22 @@ _ACCESS_LOG_FORMAT = {
 }
 
 
+# Safe for any method, writes included: the request never reached a server.
+_RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,reset-before-request",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
+
+
 def _seconds(value: float) -> str:
     """Envoy durations are strings like `1.5s`; `0s` disables a timeout."""
     if value < 0:
@@ -172,6 +211,14 @@ def _upstream(host: str) -> tuple[str, str]:
     return str(ip), "STATIC"
 
 
+def _endpoints(hosts: Sequence[tuple[str, int]]) -> tuple[str, str]:
+    """(lb_endpoints YAML, cluster type) for these (host, port)s: STATIC for IPs, STRICT_DNS if any is a name."""
+    resolved = [(_upstream(host), port) for host, port in hosts]
+    kind = "STRICT_DNS" if any(t == "STRICT_DNS" for (_, t), _ in resolved) else "STATIC"
+    yaml = "\n".join(Template(_ENDPOINT).substitute(host=json.dumps(addr), port=port) for (addr, _), port in resolved)
+    return yaml, kind
+
+
 def _access_log(path: Path | None) -> str:
     """One JSON line per request, or none: the server logs its own view, Envoy's log is for debugging the edge."""
     if path is None:
@@ -192,38 +239,55 @@ def render_envoy_config(
     listen_host: str,
     listen_port: int,
     admin_port: int,
-    upstream_host: str,
-    upstream_port: int,
+    upstream_host: str | None = None,
+    upstream_port: int | None = None,
+    authz_port: int | None = None,
+    upstreams: Sequence[Upstream] | None = None,
     descriptor_path: Path = DESCRIPTOR,
-    authz_port: int,
     auth: bool = True,
     jwt: JwtConfig | None = None,
-    authz_host: str | None = None,
     authz_timeout: float = 1.0,
     route_timeout: float = 60.0,
     stream_idle_timeout: float = 300.0,
+    health_check_interval: float = 1.0,
     max_request_bytes: int = 4 * MIB,
     max_response_bytes: int = 64 * MIB,
     access_log_path: Path | None = None,
 ) -> str:
     """Return the bootstrap YAML.
 
-    `auth=False` switches ext_authz off: only `make bench` uses it, to measure what auth costs.
-    ext_authz calls the HTTP check endpoint on `authz_host:authz_port` (default host: the upstream's).
-    `route_timeout` bounds unary calls (WatchChat has none); a gRPC client's own deadline takes precedence.
+    The servers are `upstreams` (replicas, load-balanced and health-checked), or the one server given by
+    `upstream_host`, `upstream_port` and `authz_port`. `auth=False` switches ext_authz off: only `make bench`
+    uses it, to measure what auth costs. `route_timeout` bounds unary calls (WatchChat has none); a gRPC
+    client's own deadline takes precedence.
     """
-    for name, port in (("listen_port", listen_port), ("admin_port", admin_port), ("upstream_port", upstream_port)):
+    if upstreams is None:
+        if upstream_host is None or upstream_port is None or authz_port is None:
+            raise ValueError("give upstreams, or upstream_host, upstream_port and authz_port")
+        upstreams = [Upstream(upstream_host, upstream_port, authz_port)]
+    if not upstreams:
+        raise ValueError("at least one upstream is needed")
+    ports = [("listen_port", listen_port), ("admin_port", admin_port)]
+    for u in upstreams:
+        ports += [("upstream grpc_port", u.grpc_port), ("upstream authz_port", u.authz_port)]
+    for name, port in ports:
         if not 0 < port < 65536:
             raise ValueError(f"{name} out of range: {port}")
     listen = _listen_address(listen_host)
-    upstream, upstream_type = _upstream(upstream_host)
-    authz_addr, authz_type = _upstream(authz_host or upstream_host)
-    uri_host = f"[{authz_addr}]" if ":" in authz_addr else authz_addr
+    grpc_endpoints, grpc_type = _endpoints([(u.host, u.grpc_port) for u in upstreams])
+    authz_endpoints, authz_type = _endpoints([(u.host, u.authz_port) for u in upstreams])
+    hc_interval = _seconds(health_check_interval)
     authz_service = Template(_AUTHZ_HTTP).substitute(
-        uri=json.dumps(f"http://{uri_host}:{authz_port}"), timeout=_seconds(authz_timeout)
+        # The cluster picks the replica; the URI's authority is only the Host header of the check.
+        uri=json.dumps("http://agentok-authz"),
+        timeout=_seconds(authz_timeout),
+        check_prefix=json.dumps(CHECK_PREFIX),
     )
     authz_cluster = Template(_AUTHZ_HTTP_CLUSTER).substitute(
-        type=authz_type, host=json.dumps(authz_addr), port=authz_port
+        type=authz_type,
+        endpoints=authz_endpoints,
+        hc_interval=hc_interval,
+        health_path=json.dumps(HEALTH_PATH.decode()),
     )
     jwt_filter, jwks_cluster = _jwt(jwt if auth else None)
     return Template(TEMPLATE.read_text()).substitute(
@@ -231,9 +295,10 @@ def render_envoy_config(
         listen_port=listen_port,
         listen_ipv4_compat="true" if ":" in listen else "false",
         admin_port=admin_port,
-        upstream_host=json.dumps(upstream),
-        upstream_port=upstream_port,
-        upstream_type=upstream_type,
+        upstream_endpoints=grpc_endpoints,
+        upstream_type=grpc_type,
+        health_check_interval=hc_interval,
+        retry_policy=json.dumps(_RETRY_POLICY),
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
         authz_disabled="false" if auth else "true",
         authz_service=authz_service,

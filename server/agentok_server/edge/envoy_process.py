@@ -12,11 +12,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .envoy_config import render_envoy_config
+from .envoy_config import Upstream, render_envoy_config
 
 
 def envoy_binary() -> str:
@@ -59,9 +60,10 @@ class EnvoyProcess:
         listen_host: str,
         listen_port: int,
         admin_port: int,
-        upstream_host: str,
-        upstream_port: int,
-        authz_port: int,
+        upstream_host: str | None = None,
+        upstream_port: int | None = None,
+        authz_port: int | None = None,
+        upstreams: Sequence[Upstream] | None = None,
         concurrency: int = 1,
         auth: bool = True,
         base_id: int | None = None,
@@ -84,8 +86,9 @@ class EnvoyProcess:
             admin_port=admin_port,
             upstream_host=upstream_host,
             upstream_port=upstream_port,
-            auth=auth,
             authz_port=authz_port,
+            upstreams=upstreams,
+            auth=auth,
             **render_options,
         )
         self.config_path = work_dir / "envoy.yaml"

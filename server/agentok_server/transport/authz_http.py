@@ -25,6 +25,10 @@ from .edge_identity import HEADER, EdgeIdentity
 from .errors import ERROR_DOMAIN
 
 JWT_PAYLOAD_HEADER = b"x-jwt-payload"
+# Envoy's health checker asks this path. Its check requests all start with CHECK_PREFIX (the http_service's
+# path_prefix), so no client request can ever be answered by the health route.
+HEALTH_PATH = b"/healthz"
+CHECK_PREFIX = "/check"
 # Envoy removes these from the request once the check allowed it.
 _REMOVE = b"x-envoy-auth-headers-to-remove: x-api-key," + JWT_PAYLOAD_HEADER + b"\r\n"
 
@@ -76,6 +80,7 @@ class _CheckProtocol(asyncio.Protocol):
         self._api_key: bytes | None = None
         self._jwt_payload: bytes | None = None
         self._content_type = b""
+        self._url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -94,6 +99,10 @@ class _CheckProtocol(asyncio.Protocol):
         self._api_key = None
         self._jwt_payload = None
         self._content_type = b""
+        self._url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
@@ -105,6 +114,10 @@ class _CheckProtocol(asyncio.Protocol):
             self._content_type = value
 
     def on_message_complete(self) -> None:
+        if self._url == HEALTH_PATH:
+            assert self._transport is not None
+            self._transport.write(_response(200, b"ok", b"text/plain"))
+            return
         asyncio.ensure_future(self._answer(self._api_key, self._jwt_payload, self._content_type))
 
     async def _answer(self, api_key: bytes | None, jwt_payload: bytes | None, content_type: bytes) -> None:
