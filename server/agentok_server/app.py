@@ -77,9 +77,7 @@ class App:
 
 async def open_repository(settings: Settings) -> Repository:
     """The configured database; raises SchemaOutOfDate (saying what to run) unless its schema is current."""
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    repo = Repository(make_engine(settings.effective_database_url), replica_id=settings.effective_replica_id)
+    repo = Repository(make_engine(settings.usable_database_url()), replica_id=settings.effective_replica_id)
     try:
         await schema.check(repo.engine)
     except BaseException:

@@ -110,12 +110,6 @@ def keys_revoke(
     typer.echo(f"revoked {key_id}")
 
 
-def _database_url(settings: Settings) -> str:
-    if settings.database_url is None:  # the SQLite default: its directory may not exist yet
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings.effective_database_url
-
-
 @contextmanager
 def _database_errors() -> Iterator[None]:
     """A database that can't be reached or migrated: one clear line and exit code 1, not a traceback."""
@@ -139,7 +133,7 @@ def db_upgrade() -> None:
     from .storage import schema
 
     with _database_errors():
-        before, after = schema.upgrade(_database_url(Settings()))
+        before, after = schema.upgrade(Settings().usable_database_url())
     if before == after:
         typer.echo(f"the schema is up to date (revision {after})")
     else:
@@ -152,7 +146,7 @@ def db_current() -> None:
     from .storage import schema
 
     with _database_errors():
-        revision = schema.current_revision(_database_url(Settings()))
+        revision = schema.current_revision(Settings().usable_database_url())
     head = schema.head_revision()
     if revision == head:
         typer.echo(f"{revision} (up to date)")

@@ -57,7 +57,7 @@ def _banner(settings: Settings, secret: str | None, upstreams: list[Upstream]) -
         f"  REST (through Envoy):        {base}",
         f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}"
         "  (metadata x-api-key or authorization: Bearer)",
-        f"  gRPC server{'s' if len(upstreams) > 1 else ''} (direct, local): {servers}",
+        f"  gRPC server (direct, local): {servers}",
         f"  database:                    {_printable(settings.effective_database_url)}",
     ]
     if secret:
@@ -90,7 +90,7 @@ def _envoy(settings: Settings, upstreams: list[Upstream]) -> EnvoyProcess:
 
 async def _prepare(settings: Settings) -> str | None:
     """The development launcher brings the schema up to date itself (`agentok serve` only checks it)."""
-    before, after = await asyncio.to_thread(schema.upgrade, settings.effective_database_url)
+    before, after = await asyncio.to_thread(schema.upgrade, settings.usable_database_url())
     if before != after:
         print(f"database schema upgraded: {before or 'empty'} -> {after}", flush=True)
     return await ensure_first_key(settings)

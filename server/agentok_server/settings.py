@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     def dev_jwt_dir(self) -> Path:
         return self.data_dir / "dev-jwt"
 
+    def usable_database_url(self) -> str:
+        """effective_database_url, with the SQLite default's directory created (it may not exist yet)."""
+        if self.database_url is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.effective_database_url
+
     @cached_property
     def effective_database_url(self) -> str:
         if self.database_url:
