@@ -223,13 +223,13 @@ def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def _envoy_hosts(cluster: Cluster) -> dict[int, dict[str, str]]:
-    """Envoy's view of the gRPC cluster's hosts, by port: rq_success, health_flags, ..."""
+def _envoy_hosts(cluster: Cluster, name: str = "agentok_grpc") -> dict[int, dict[str, str]]:
+    """Envoy's view of a cluster's hosts, by port: rq_success, health_flags, ..."""
     text = httpx.get(f"http://127.0.0.1:{cluster.envoy.admin_port}/clusters", timeout=5).text
     hosts: dict[int, dict[str, str]] = {}
     for line in text.splitlines():
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == "agentok_grpc" and ":" in parts[1]:
+        if len(parts) == 4 and parts[0] == name and ":" in parts[1]:
             port = int(parts[1].rsplit(":", 1)[1])
             hosts.setdefault(port, {})[parts[2]] = parts[3]
     return hosts
@@ -249,7 +249,14 @@ def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
 
         dead = cluster.replicas[1]
         dead.stop(signal.SIGKILL)
-        _wait_for(lambda: "failed_active_hc" in _envoy_hosts(cluster)[dead.port].get("health_flags", ""), "Envoy")
+        dead_authz = int(dead.env["AGENTOK_AUTHZ_PORT"])
+
+        def out_of_rotation() -> bool:
+            grpc_flags = _envoy_hosts(cluster)[dead.port].get("health_flags", "")
+            authz_flags = _envoy_hosts(cluster, "agentok_authz")[dead_authz].get("health_flags", "")
+            return "failed_active_hc" in grpc_flags and "failed_active_hc" in authz_flags
+
+        _wait_for(out_of_rotation, "Envoy to mark the dead replica's ports unhealthy")
         # The whole seed walk-through, through the one replica left.
         sent = rest.send(chat["id"], "hello")
         rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})

@@ -27,6 +27,8 @@ _AUTHZ_HTTP = """\
                         server_uri: {uri: ${uri}, cluster: agentok_authz, timeout: ${timeout}}
                         # Every check's path starts with this: the check endpoint's health path is unreachable.
                         path_prefix: ${check_prefix}
+                        # A replica that just died: ask another one (the check has no side effects).
+                        retry_policy: {num_retries: 2, retry_on: "connect-failure,reset,refused-stream"}
                         authorization_response:
                           # The signed identity goes on to the server (the key and token do not: see authz_http.py).
                           allowed_upstream_headers:
@@ -47,6 +49,12 @@ _AUTHZ_HTTP_CLUSTER = """\
           unhealthy_threshold: 2
           healthy_threshold: 1
           http_health_check: {path: ${health_path}}
+      outlier_detection:
+        consecutive_gateway_failure: 2
+        consecutive_5xx: 1000000
+        interval: 1s
+        base_ejection_time: 5s
+        max_ejection_percent: 50
       load_assignment:
         cluster_name: agentok_authz
         endpoints:
