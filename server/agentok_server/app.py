@@ -60,7 +60,12 @@ class App:
         keeper = self.runs.keep_leases(on_round=self.set_serving)
         self._background.append(asyncio.create_task(keeper, name="lease-keeper"))
         if self.repo.notifies:
-            listener = ChangeListener(self.settings.effective_database_url, self.peers.changed, self.peers.reconnected)
+            listener = ChangeListener(
+                self.settings.effective_database_url,
+                self.peers.changed,
+                self.peers.reconnected,
+                name=f"agentok {self.repo.replica_id}",
+            )
             self._background.append(asyncio.create_task(listener.run(), name="change-listener"))
             self._background.append(asyncio.create_task(self.peers.run(), name="peer-events"))
             await asyncio.wait_for(listener.connected.wait(), timeout=30)

@@ -71,15 +71,22 @@ def _events_until(stream: Any, statuses: set[int]) -> list[chat_pb2.ChatEvent]:
     raise AssertionError(f"the stream ended before {statuses}: {events}")
 
 
-def _lease_holder(cluster: Cluster, chat_id: str) -> str | None:
-    async def query() -> str | None:
+def _sql(cluster: Cluster, query: str, *args: Any) -> list[Any]:
+    """The first column of a query's rows, straight from the cluster's database."""
+
+    async def run() -> list[Any]:
         conn = await asyncpg.connect(dsn(cluster.database_url))
         try:
-            return await conn.fetchval("SELECT lease_holder FROM chat WHERE id = $1", chat_id)
+            return [row[0] for row in await conn.fetch(query, *args)]
         finally:
             await conn.close()
 
-    return asyncio.run(query())
+    return asyncio.run(run())
+
+
+def _lease_holder(cluster: Cluster, chat_id: str) -> str | None:
+    (holder,) = _sql(cluster, "SELECT lease_holder FROM chat WHERE id = $1", chat_id)
+    return holder  # type: ignore[no-any-return]
 
 
 def _contents(client: Grpc, chat_id: str) -> list[str]:
@@ -124,6 +131,40 @@ def test_a_watcher_on_one_replica_follows_a_run_executed_on_the_other(
     said = [e.message_added.content for e in events if e.HasField("message_added")]
     assert said == ["hello", "B", "x", "B"] == _contents(one, chat.id)
     assert _lease_holder(cluster, chat.id) is None  # released when the run ended
+
+
+def test_a_watcher_catches_up_from_storage_when_its_replica_lost_its_notifications(
+    cluster: Cluster, clients: tuple[Grpc, Grpc]
+) -> None:
+    one, two = clients
+    chat = one.create_chat(one.create_flow(HITL))
+    stream = one.watch(chat.id, after_seq=0)
+    _send(two, chat.id, "hello")
+    _events_until(stream, {Status.wait_for_human_input})
+    # Cut replica 1's LISTEN connection: what replica 2 commits meanwhile is never notified to it.
+    assert _sql(
+        cluster,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        "agentok replica-1 listener",
+    ) == [True]
+    req = chat_service_pb2.SendInputRequest(chat_id=chat.id, message="x")
+    two.chats.SendInput(req, metadata=two.metadata, timeout=10)  # the run on replica 2 goes on to the end
+    rest = _events_until(stream, {Status.completed, Status.error})
+    stream.cancel()
+    assert [e.seq for e in rest] == list(range(rest[0].seq, rest[-1].seq + 1))
+    assert [e.message_added.content for e in rest if e.HasField("message_added")] == ["x", "B"]
+    # And replica 1 listens again.
+    _wait_for(
+        lambda: (
+            _sql(
+                cluster,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                "agentok replica-1 listener",
+            )
+            == [1]
+        ),
+        "the listener to reconnect",
+    )
 
 
 def test_concurrent_messages_through_both_replicas_start_exactly_one_run(

@@ -28,8 +28,11 @@ class ChangeListener:
         database_url: str,
         on_change: Callable[[dict[str, Any]], None],
         on_reconnect: Callable[[], None],
+        name: str = "agentok",
     ) -> None:
         self._dsn = libpq_dsn(database_url)
+        # Shown in pg_stat_activity: which replica's listener a connection is.
+        self._application_name = f"{name} listener"[:63]
         self._on_change = on_change
         self._on_reconnect = on_reconnect
         self.connected = asyncio.Event()
@@ -61,7 +64,9 @@ class ChangeListener:
             retry=retry_if_exception_type((OSError, asyncpg.PostgresError, asyncio.TimeoutError)),
         ):
             with attempt:
-                return await asyncpg.connect(self._dsn, timeout=5)
+                return await asyncpg.connect(
+                    self._dsn, timeout=5, server_settings={"application_name": self._application_name}
+                )
         raise AssertionError("unreachable: AsyncRetrying retries until it succeeds")
 
     def _received(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
