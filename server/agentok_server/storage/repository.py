@@ -94,7 +94,9 @@ def make_engine(url: str) -> Engine | AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping (a round trip per checkout): a connection that broke is discarded when it fails, and
+    # recycling bounds how long an idle one can go stale behind a proxy.
+    return create_async_engine(async_url(url), pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 class _InlineConnection:
@@ -123,6 +125,10 @@ class Repository:
         self.dialect = engine.dialect.name
         self._reader: _InlineConnection | None = None
         self._writer: Connection | None = None
+        # Reads on PostgreSQL: autocommit, one statement, no BEGIN/ROLLBACK round trips around it.
+        self._read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if isinstance(engine, AsyncEngine) else None
+        )
         if isinstance(engine, Engine):
             # Held connections: a pool checkout and reset costs ~5x the query itself. Safe because every
             # repository call runs to completion on the event-loop thread (no await suspends inside), so calls
@@ -144,8 +150,8 @@ class Repository:
         if self._reader is not None:
             yield self._reader
         else:
-            assert isinstance(self._engine, AsyncEngine)
-            async with self._engine.connect() as conn:
+            assert self._read_engine is not None
+            async with self._read_engine.connect() as conn:
                 yield conn
 
     @asynccontextmanager
