@@ -176,6 +176,7 @@ class _Run:
         seconds = self.budget.input_timeout_seconds
         if self.budget.input_timeout_action is TimeoutAction.END:
             note = f"The run ended: nobody answered within {seconds:g} seconds."
+            self.finishing = True
             result = await self.manager.repo.apply_step(
                 self.chat_id,
                 [_system(note), StatusChange(ChatStatus.COMPLETED)],
@@ -183,7 +184,8 @@ class _Run:
                 run_no=self.run_no,
                 holder=self.manager.replica_id,
             )
-            if result is None:  # an answer won the race
+            if result is None:  # an answer won the race: the run goes on
+                self.finishing = False
                 return await future
             self.manager.waiting.pop(self.chat_id, None)
             self.manager.hub.publish(result.events)
