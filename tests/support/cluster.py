@@ -11,10 +11,10 @@ from agentok_server.edge.envoy_config import Upstream
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 from .postgres import create_database, drop_database
-from .stack import ServerProcess, agentok_cli, create_key, free_port
+from .stack import BehindEnvoy, ServerProcess, agentok_cli, create_key, free_port
 
 
-class Cluster:
+class Cluster(BehindEnvoy):
     def __init__(self, root: Path, llm_base_url: str, replicas: int = 2) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -47,14 +47,6 @@ class Cluster:
             admin_port=free_port(),
             upstreams=[Upstream("127.0.0.1", r.port, int(r.env["AGENTOK_AUTHZ_PORT"])) for r in self.replicas],
         )
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.envoy.listen_port}"
-
-    @property
-    def edge_target(self) -> str:
-        return f"127.0.0.1:{self.envoy.listen_port}"
 
     def start(self) -> Cluster:
         agentok_cli(self.base_env, "db", "upgrade")

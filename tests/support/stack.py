@@ -79,7 +79,21 @@ class ServerProcess:
             return self.proc.wait()
 
 
-class Stack:
+class BehindEnvoy:
+    """Addresses of a deployment's Envoy (`envoy` set by the subclass)."""
+
+    envoy: EnvoyProcess
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.envoy.listen_port}"
+
+    @property
+    def edge_target(self) -> str:
+        return f"127.0.0.1:{self.envoy.listen_port}"
+
+
+class Stack(BehindEnvoy):
     """One server + one Envoy on free loopback ports, over a fresh SQLite file in `root`."""
 
     def __init__(
@@ -113,14 +127,6 @@ class Stack:
             authz_port=int(self.env["AGENTOK_AUTHZ_PORT"]),
             jwt=jwt,
         )
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.envoy.listen_port}"
-
-    @property
-    def edge_target(self) -> str:
-        return f"127.0.0.1:{self.envoy.listen_port}"
 
     def start(self) -> Stack:
         agentok_cli(self.env, "db", "upgrade")  # as a deployment does: the server only checks the schema

@@ -244,29 +244,30 @@ class ChatService:
     async def _watch(self, owner: str, chat_id: str, after_seq: int, until_finished: bool) -> AsyncIterator[ChatEvent]:
         with self._hub.subscribe(chat_id) as sub:
             last = after_seq
-            for stored in await self._repo.events_after(chat_id, after_seq):
-                yield stored
-                last = stored.seq
-                if until_finished and _ends_run(stored):
-                    return
-            chat = await self._repo.get_chat(owner, chat_id)
-            if chat is None:  # deleted before we subscribed
-                yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
-                return
+            pending = await self._repo.events_after(chat_id, after_seq)
+            exists_checked = False
             while True:
+                for item in pending:
+                    if item.seq <= last:
+                        continue
+                    yield item
+                    last = item.seq
+                    if until_finished and _ends_run(item):
+                        return
+                if not exists_checked:
+                    exists_checked = True
+                    if await self._repo.get_chat(owner, chat_id) is None:  # deleted before we subscribed
+                        yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
+                        return
                 event: ChatEvent | None
                 try:
                     async with asyncio.timeout(self._keepalive):
                         event = await sub.queue.get()
                 except TimeoutError:
-                    event = None
                     # Quiet: events committed elsewhere whose notification never came are in storage.
-                    for stored in await self._repo.events_after(chat_id, last):
-                        yield stored
-                        last = stored.seq
-                        if until_finished and _ends_run(stored):
-                            return
-                    yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
+                    pending = await self._repo.events_after(chat_id, last)
+                    if not pending:
+                        yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
                     continue
                 if event is None:  # the server is shutting down: say so, so the client reconnects
                     yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.SHUTDOWN)
@@ -274,17 +275,8 @@ class ChatService:
                 if event.kind is EventKind.DELETED:
                     yield event
                     return
-                if event.seq <= last:
-                    continue
                 # A gap (events reach this process in commit order only per replica): fill it from storage.
-                batch = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
-                for item in batch:
-                    if item.seq <= last:
-                        continue
-                    yield item
-                    last = item.seq
-                    if until_finished and _ends_run(item):
-                        return
+                pending = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
 
 
 def _ends_run(event: ChatEvent) -> bool:
