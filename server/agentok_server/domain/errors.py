@@ -38,6 +38,12 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class Aborted(DomainError):
+    """A concurrency conflict the client resolves by retrying (AIP-193)."""
+
+    reason = "ABORTED"
+
+
 class Unauthenticated(DomainError):
     reason = "UNAUTHENTICATED"
 

@@ -542,19 +542,64 @@ class Repository:
 
     # --- idempotent writes ----------------------------------------------------------------------
 
-    async def recorded_response(self, owner: str, method: str, request_id: str) -> bytes | None:
-        query = select(IDEMPOTENCY.c.response).where(
-            IDEMPOTENCY.c.owner == owner, IDEMPOTENCY.c.method == method, IDEMPOTENCY.c.request_id == request_id
+    async def claim_request(
+        self, owner: str, method: str, request_id: str, stale_before: datetime
+    ) -> tuple[bool, bytes | None]:
+        """Claims a request_id for a write about to run: (True, None) when this caller must do it; else
+        (False, the recorded response), or (False, None) while another caller's attempt is in progress.
+        A claim older than `stale_before` with no response (its process died mid-write) is taken over."""
+        key = (
+            (IDEMPOTENCY.c.owner == owner) & (IDEMPOTENCY.c.method == method) & (IDEMPOTENCY.c.request_id == request_id)
         )
-        async with self._read() as conn:
-            row = (await conn.execute(query)).first()
-        return bytes(row.response) if row else None
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    IDEMPOTENCY.insert().values(
+                        owner=owner, method=method, request_id=request_id, response=None, created_at=now()
+                    )
+                )
+            return True, None
+        except IntegrityError:
+            pass  # claimed before: by a finished attempt, one in progress, or an abandoned one
+        async with self._write() as conn:
+            row = (await conn.execute(select(IDEMPOTENCY.c.response, IDEMPOTENCY.c.created_at).where(key))).first()
+            if row is None:  # released meanwhile (that attempt failed): claim it afresh
+                await conn.execute(
+                    IDEMPOTENCY.insert().values(
+                        owner=owner, method=method, request_id=request_id, response=None, created_at=now()
+                    )
+                )
+                return True, None
+            if row.response is not None:
+                return False, bytes(row.response)
+            if convert.utc(row.created_at) < stale_before:
+                taken = await conn.execute(
+                    update(IDEMPOTENCY)
+                    .where(key, IDEMPOTENCY.c.response.is_(None), IDEMPOTENCY.c.created_at == row.created_at)
+                    .values(created_at=now())
+                )
+                return bool(taken.rowcount), None
+        return False, None
 
     async def record_response(self, owner: str, method: str, request_id: str, response: bytes) -> None:
         async with self._write() as conn:
             await conn.execute(
-                IDEMPOTENCY.insert().values(
-                    owner=owner, method=method, request_id=request_id, response=response, created_at=now()
+                update(IDEMPOTENCY)
+                .where(
+                    IDEMPOTENCY.c.owner == owner, IDEMPOTENCY.c.method == method, IDEMPOTENCY.c.request_id == request_id
+                )
+                .values(response=response)
+            )
+
+    async def release_claim(self, owner: str, method: str, request_id: str) -> None:
+        """The write failed: a retry may run it again."""
+        async with self._write() as conn:
+            await conn.execute(
+                delete(IDEMPOTENCY).where(
+                    IDEMPOTENCY.c.owner == owner,
+                    IDEMPOTENCY.c.method == method,
+                    IDEMPOTENCY.c.request_id == request_id,
+                    IDEMPOTENCY.c.response.is_(None),
                 )
             )
 

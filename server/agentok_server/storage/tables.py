@@ -106,14 +106,16 @@ class RunStepRow(SQLModel, table=True):
 
 
 class IdempotencyRow(SQLModel, table=True):
-    """The first response to a write that carried a request_id: a retry gets it back instead of a redo."""
+    """The first response to a write that carried a request_id: a retry gets it back instead of a redo.
+    The row is claimed (response still NULL) before the write runs, so a retry racing the first attempt,
+    on any replica, is told to wait instead of doing the write again."""
 
     __tablename__ = "idempotency"
 
     owner: str = Field(primary_key=True)
     method: str = Field(primary_key=True)
     request_id: str = Field(primary_key=True)
-    response: bytes
+    response: bytes | None = None
     created_at: datetime = _time()
 
 

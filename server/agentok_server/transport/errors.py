@@ -8,6 +8,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..domain.errors import (
+    Aborted,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -24,6 +25,7 @@ _CODES: dict[type[DomainError], int] = {
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
+    Aborted: code_pb2.ABORTED,
 }
 
 
