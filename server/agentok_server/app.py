@@ -50,10 +50,17 @@ class App:
     # is NOT_SERVING (its database unreachable, or it is shutting down).
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: bool = False
 
     async def set_serving(self, serving: bool) -> None:
+        serving = serving and not self._stopping
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set("", status)
+
+    async def stop_serving(self) -> None:
+        """Shutdown: NOT_SERVING from now on, whatever the lease rounds find, so Envoy drains this replica."""
+        self._stopping = True
+        await self.set_serving(False)
 
     async def start_background(self) -> None:
         """The lease keeper, and (on PostgreSQL) the listener for what other replicas commit."""
@@ -158,7 +165,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         ready.set()
     await stop.wait()
     log.info("shutting down")
-    await app.set_serving(False)
+    await app.stop_serving()
     app.hub.close_all()
     await authz.stop()
     await server.stop(settings.shutdown_grace_seconds)
