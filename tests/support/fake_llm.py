@@ -6,17 +6,32 @@ Behaviour is chosen per request by the `model` name, so tests sharing one server
   `<last message> ack`; any other model answers `<last message> ack`;
 - `fail-<status>` answers that HTTP status; `malformed` answers a broken body;
 - `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request.
-Every request is recorded by model.
+A mode may carry any suffix after its number (`slow-20-af0f4f5d`, as `unique_model("slow-20")` makes), so
+each test gets its own request log. Every request is recorded by model.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def _mode_number(model: str, prefix: str) -> float | None:
+    """The number right after `prefix` in `model` (`slow-20-af0f4f5d` -> 20.0), or None if it is another mode.
+
+    Only the first number counts: unique_model() appends a random hex suffix that may itself start with digits.
+    """
+    if not model.startswith(prefix):
+        return None
+    match = re.match(r"\d+(?:\.\d+)?", model.removeprefix(prefix))
+    if match is None:
+        raise ValueError(f"fake model {model!r}: no number after {prefix!r}")
+    return float(match.group())
 
 
 class FakeLlm:
@@ -39,13 +54,13 @@ class FakeLlm:
             self.requests[model].append(body)
             script = self._scripts.get(model)
             scripted = script.popleft() if script else None
-        if model.startswith("slow-"):
-            time.sleep(float(model.removeprefix("slow-")))  # runs on this server's own thread
-        if model.startswith("slowonce-") and len(self.requests[model]) == 1:
-            time.sleep(float(model.removeprefix("slowonce-")))
-        if model.startswith("fail-"):
-            return int(model.removeprefix("fail-")), b'{"error": {"message": "scripted failure"}}'
-        if model == "malformed":
+        if (seconds := _mode_number(model, "slow-")) is not None:
+            time.sleep(seconds)  # runs on this server's own thread
+        if (seconds := _mode_number(model, "slowonce-")) is not None and len(self.requests[model]) == 1:
+            time.sleep(seconds)
+        if (status := _mode_number(model, "fail-")) is not None:
+            return int(status), b'{"error": {"message": "scripted failure"}}'
+        if model == "malformed" or model.startswith("malformed-"):
             return 200, b'{"choices": "not a list"'
         last = body["messages"][-1]["content"] if body.get("messages") else ""
         content = scripted if scripted is not None else f"{last} ack"
