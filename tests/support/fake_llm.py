@@ -4,19 +4,27 @@ tests replace (a cloud model).
 Behaviour is chosen per request by the `model` name, so tests sharing one server never interfere:
 - a model registered with `script(model, replies)` answers with those replies in order, then with
   `<last message> ack`; any other model answers `<last message> ack`;
-- `fail-<status>` answers that HTTP status; `malformed` answers a broken body;
-- `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request.
+- `fail-<status>` answers that HTTP status, with an OpenAI-style error body whose message quotes the bearer
+  token it was sent (as OpenAI's "Incorrect API key provided: ..." does), so tests can check the server
+  never repeats it; `failonce-<status>` does so on its first request only, then answers;
+- `malformed` answers a broken body;
+- `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request. A wait ends early
+  when the client closes the connection (a cancelled or timed-out call), which is recorded as a hang-up.
 A mode may carry any suffix after its number (`slow-20-af0f4f5d`, as `unique_model("slow-20")` makes), so
-each test gets its own request log. Every request is recorded by model.
+each test gets its own request log. Every request's headers and JSON body are recorded by model, and tests
+can block until a request (or a hang-up) has arrived instead of polling.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,34 +42,87 @@ def _mode_number(model: str, prefix: str) -> float | None:
     return float(match.group())
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the fake received it (header names lower-cased)."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    delay: float = 0.0  # seconds to wait before answering (ends early if the client hangs up)
+
+
 class FakeLlm:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Notified on every request and hang-up, so tests wait for them without polling.
+        self._changed = threading.Condition(self._lock)
         self._scripts: dict[str, deque[str]] = {}
-        self.requests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._recorded: dict[str, list[Recorded]] = defaultdict(list)
+        self._hangups: dict[str, int] = defaultdict(int)
 
     def script(self, model: str, replies: list[str]) -> None:
         with self._lock:
             self._scripts[model] = deque(replies)
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
+        """The JSON bodies `model` was sent, in order."""
         with self._lock:
-            return list(self.requests[model])
+            return [r.body for r in self._recorded[model]]
 
-    def respond(self, body: dict[str, Any]) -> tuple[int, bytes]:
-        model = str(body.get("model", ""))
+    def recorded_for(self, model: str) -> list[Recorded]:
+        """The requests `model` was sent, headers and bodies, in order."""
         with self._lock:
-            self.requests[model].append(body)
+            return list(self._recorded[model])
+
+    def hangups_for(self, model: str) -> int:
+        """How many of `model`'s delayed requests the client abandoned before the answer."""
+        with self._lock:
+            return self._hangups[model]
+
+    def wait_for_requests(self, model: str, count: int, timeout: float = 30.0) -> list[Recorded]:
+        """Blocks until `model` has received `count` requests; fails the test if it doesn't within `timeout`."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._recorded[model]) >= count, timeout):
+                raise AssertionError(f"{model}: {len(self._recorded[model])} request(s), expected {count}")
+            return list(self._recorded[model])
+
+    def wait_for_hangup(self, model: str, timeout: float = 30.0) -> None:
+        """Blocks until a client abandoned one of `model`'s delayed requests."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._hangups[model] > 0, timeout):
+                raise AssertionError(f"{model}: the client never closed the connection of a pending request")
+
+    def hung_up(self, model: str) -> None:
+        with self._changed:
+            self._hangups[model] += 1
+            self._changed.notify_all()
+
+    def respond(self, body: dict[str, Any], headers: dict[str, str]) -> Answer:
+        model = str(body.get("model", ""))
+        with self._changed:
+            self._recorded[model].append(Recorded(headers, body))
+            count = len(self._recorded[model])
+            self._changed.notify_all()
             script = self._scripts.get(model)
             scripted = script.popleft() if script else None
-        if (seconds := _mode_number(model, "slow-")) is not None:
-            time.sleep(seconds)  # runs on this server's own thread
-        if (seconds := _mode_number(model, "slowonce-")) is not None and len(self.requests[model]) == 1:
-            time.sleep(seconds)
-        if (status := _mode_number(model, "fail-")) is not None:
-            return int(status), b'{"error": {"message": "scripted failure"}}'
+        delay = _mode_number(model, "slow-") or 0.0
+        if (once := _mode_number(model, "slowonce-")) is not None and count == 1:
+            delay = once
+        status = _mode_number(model, "fail-")
+        if (once := _mode_number(model, "failonce-")) is not None and count == 1:
+            status = once
+        if status is not None:
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            error = {"error": {"message": f"scripted failure; Incorrect API key provided: {token}.", "type": "test"}}
+            return Answer(int(status), json.dumps(error).encode(), delay)
         if model == "malformed" or model.startswith("malformed-"):
-            return 200, b'{"choices": "not a list"'
+            return Answer(200, b'{"choices": "not a list"', delay)
         last = body["messages"][-1]["content"] if body.get("messages") else ""
         content = scripted if scripted is not None else f"{last} ack"
         payload = {
@@ -70,7 +131,7 @@ class FakeLlm:
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         }
-        return 200, json.dumps(payload).encode()
+        return Answer(200, json.dumps(payload).encode(), delay)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -83,14 +144,37 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         if not self.path.endswith("/chat/completions"):
-            status, data = 404, b'{"error": "not found"}'
+            answer = Answer(404, b'{"error": "not found"}')
         else:
-            status, data = self.fake.respond(body)
-        self.send_response(status)
+            answer = self.fake.respond(body, {k.lower(): v for k, v in self.headers.items()})
+        if answer.delay and not self._client_stays(answer.delay):
+            self.fake.hung_up(str(body.get("model", "")))
+            self.close_connection = True
+            return
+        self.send_response(answer.status)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
+        self.send_header("content-length", str(len(answer.body)))
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(answer.body)
+
+    def _client_stays(self, seconds: float) -> bool:
+        """Waits `seconds` (this server's own thread); False as soon as the client closes the connection.
+
+        The client sends nothing more while it waits for the answer, so the socket turns readable only when
+        it is closed (recv returns b"")."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], remaining)
+            if not readable:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            except OSError:  # reset by the peer
+                return False
+            time.sleep(remaining)  # unexpected bytes (a pipelined request): just wait out the delay
+            break
+        return True
 
 
 class FakeLlmServer:
