@@ -4,7 +4,7 @@ tests replace (a cloud model).
 Behaviour is chosen per request by the `model` name, so tests sharing one server never interfere:
 - a model registered with `script(model, replies)` answers with those replies in order, then with
   `<last message> ack`; any other model answers `<last message> ack`;
-- `fail-<status>` answers that HTTP status, with an OpenAI-style error body whose message quotes the bearer
+- `fail-<status>` answers that HTTP status, with an OpenAI-style error body whose message quotes any bearer
   token it was sent (as OpenAI's "Incorrect API key provided: ..." does), so tests can check the server
   never repeats it; `failonce-<status>` does so on its first request only, then answers;
 - `malformed` answers a broken body;
@@ -119,7 +119,8 @@ class FakeLlm:
             status = once
         if status is not None:
             token = headers.get("authorization", "").removeprefix("Bearer ")
-            error = {"error": {"message": f"scripted failure; Incorrect API key provided: {token}.", "type": "test"}}
+            message = f"scripted failure; Incorrect API key provided: {token}." if token else "scripted failure"
+            error = {"error": {"message": message, "type": "test"}}
             return Answer(int(status), json.dumps(error).encode(), delay)
         if model == "malformed" or model.startswith("malformed-"):
             return Answer(200, b'{"choices": "not a list"', delay)

@@ -40,8 +40,35 @@ def resolve_endpoint(flow: LlmConfig, *, base_url: str | None, model: str, api_k
     )
 
 
+# How much of a provider's own error message an error may quote (a chat's error is shown to its user).
+PROVIDER_MESSAGE_LIMIT = 300
+
+
 class _Transient(Exception):
     pass
+
+
+def _provider_says(response: httpx.Response, api_key: str | None) -> str:
+    """The provider's own explanation (OpenAI's `{"error": {"message": ...}}`), one line, truncated, and
+    with the key cut out: providers quote the key they were sent ("Incorrect API key provided: sk-...")."""
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(message, str):
+        return ""
+    if api_key:  # before truncating, so no piece of the key can survive the cut
+        message = message.replace(api_key, "<redacted>")
+    message = " ".join(message.split())
+    if len(message) > PROVIDER_MESSAGE_LIMIT:
+        message = message[: PROVIDER_MESSAGE_LIMIT - 3] + "..."
+    return message
+
+
+def _http_failure(response: httpx.Response, api_key: str | None) -> str:
+    said = _provider_says(response, api_key)
+    return f"HTTP {response.status_code}: {said}" if said else f"HTTP {response.status_code}"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -74,7 +101,7 @@ class LlmClient:
                 with attempt:
                     response = await self._http.post(url, json=body, headers=headers)
                     if response.status_code == 429 or response.status_code >= 500:
-                        raise _Transient(f"HTTP {response.status_code}")
+                        raise _Transient(_http_failure(response, endpoint.api_key))
         except _Transient as exc:
             raise LlmError(f"model endpoint {endpoint.base_url} failed: {exc}") from None
         except httpx.TimeoutException:
@@ -82,7 +109,8 @@ class LlmClient:
         except httpx.TransportError as exc:
             raise LlmError(f"model endpoint {endpoint.base_url} unreachable: {type(exc).__name__}") from None
         if response.status_code >= 400:
-            raise LlmError(f"model endpoint {endpoint.base_url} refused the request: HTTP {response.status_code}")
+            reason = _http_failure(response, endpoint.api_key)
+            raise LlmError(f"model endpoint {endpoint.base_url} refused the request: {reason}")
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):

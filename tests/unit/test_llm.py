@@ -1,0 +1,85 @@
+"""The model client against the fake OpenAI-compatible server on a real loopback socket: what it sends,
+what it retries, and what an error that ends a run says (the provider's reason, never the key)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from agentok_server.engine.llm import PROVIDER_MESSAGE_LIMIT, Endpoint, LlmClient, LlmError, _provider_says
+
+from ..support.api import unique_model
+from ..support.fake_llm import FakeLlmServer
+
+KEY = "sk-unit-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeLlmServer]:
+    s = FakeLlmServer().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+async def client() -> AsyncIterator[LlmClient]:
+    c = LlmClient(timeout=10, attempts=3)
+    yield c
+    await c.aclose()
+
+
+def _endpoint(server: FakeLlmServer, model: str, **kw: object) -> Endpoint:
+    fields: dict = {
+        "base_url": server.base_url,
+        "model": model,
+        "api_key": KEY,
+        "temperature": None,
+        "max_tokens": None,
+    }
+    return Endpoint(**{**fields, **kw})
+
+
+async def test_sends_the_key_as_a_bearer_token_and_the_sampling_settings(
+    server: FakeLlmServer, client: LlmClient
+) -> None:
+    model = unique_model()
+    reply = await client.complete(
+        _endpoint(server, model, temperature=0.2, max_tokens=64), [{"role": "user", "content": "hi"}]
+    )
+    assert reply == "hi ack"
+    (request,) = server.fake.recorded_for(model)
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.body["temperature"] == 0.2 and request.body["max_tokens"] == 64
+
+
+async def test_a_transient_failure_is_retried(server: FakeLlmServer, client: LlmClient) -> None:
+    model = unique_model("failonce-503")
+    assert await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}]) == "hi ack"
+    assert len(server.fake.requests_for(model)) == 2
+
+
+async def test_a_refusal_quotes_the_provider_but_never_the_key(server: FakeLlmServer, client: LlmClient) -> None:
+    model = unique_model("fail-401")
+    with pytest.raises(LlmError) as refused:
+        await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}])
+    message = str(refused.value)
+    assert server.base_url in message and "HTTP 401" in message
+    assert "Incorrect API key provided: <redacted>" in message  # the fake quotes the key it got, as OpenAI does
+    assert KEY not in message
+    assert len(server.fake.requests_for(model)) == 1  # a 4xx is not retried
+
+
+def test_a_provider_message_is_one_line_truncated_and_keyless() -> None:
+    long = "line one\nline two " + "x" * 2000 + f" {KEY}"
+    said = _provider_says(httpx.Response(400, json={"error": {"message": long}}), KEY)
+    assert said.startswith("line one line two x") and said.endswith("...")
+    assert len(said) == PROVIDER_MESSAGE_LIMIT and KEY[:8] not in said
+    # The key cut out wherever it is, not only in what survives the truncation.
+    assert (
+        _provider_says(httpx.Response(401, json={"error": {"message": f"{KEY}{KEY}"}}), KEY) == "<redacted><redacted>"
+    )
+    # Bodies that are not OpenAI's shape give no reason rather than an error.
+    assert _provider_says(httpx.Response(502, text="<html>bad gateway</html>"), KEY) == ""
+    assert _provider_says(httpx.Response(400, json={"error": "plain"}), KEY) == "plain"
