@@ -73,12 +73,15 @@ class ScriptedIO:
         self.answers = list(answers or [])
         self.choices = list(choices or [])
         self.messages: list[NewMessage] = []
+        # For each message: whether the run called it an agent turn (what the turn budget counts).
+        self.agent_turns: list[bool] = []
         self.prompts: list[tuple[str | None, str]] = []
         self.options: list[list[str]] = []
         self.log: list[tuple[Any, ...]] = []
 
-    async def say(self, message: NewMessage) -> None:
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         self.messages.append(message)
+        self.agent_turns.append(agent_turn)
         self.log.append(("say", message))
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:

@@ -87,7 +87,7 @@ class ScriptedIO:
         self.messages: list[NewMessage] = []
         self.prompts: list[tuple[str, str]] = []
 
-    async def say(self, message: NewMessage) -> None:
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         self.messages.append(message)
 
     async def ask_human(self, agent: AgentSpec, prompt: str) -> str:
@@ -584,7 +584,7 @@ async def test_model_view_names_are_safe_for_openai() -> None:
     conversation = TwoAgentConversation(parse_flow(flow), complete)
 
     class _IO:
-        async def say(self, message: NewMessage) -> None:
+        async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
             pass
 
         async def ask_human(self, agent: AgentSpec, prompt: str) -> str:

@@ -134,7 +134,7 @@ class JournalIO:
         assert entry[0] == kind, f"the journal has {entry[0]!r} where the run now does {kind!r}"
         return entry
 
-    async def say(self, message: NewMessage) -> None:
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         entry = self._replayed("say")
         if entry is not None:
             assert entry[1] == message

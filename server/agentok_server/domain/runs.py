@@ -107,11 +107,14 @@ class _Run:
         self.steps += len(journal)
         self.manager.hub.publish(result.events)
 
-    async def say(self, message: NewMessage) -> None:
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
+        # The budget bounds what agents produce (a runaway pair of agents); a person's answers and a group's
+        # introductions are no turns. Counted again while replaying, so it carries across a restart.
         limit = self.budget.max_agent_turns
-        if limit and self.agent_turns >= limit:
-            raise RunEnded(f"The run ended: its budget of {limit} agent turns was reached.")
-        self.agent_turns += 1
+        if agent_turn:
+            if limit and self.agent_turns >= limit:
+                raise RunEnded(f"The run ended: its budget of {limit} agent turns was reached.")
+            self.agent_turns += 1
         if self._replayed("say") is not None:
             return
         await self._step([message], journal=[JournalEntry("say")])

@@ -39,7 +39,7 @@ class TwoAgentChat:
         a, b = self.initiator, self.recipient
         self.state.history.append(Said(a.node_id, a.name, first_message))
         if not stored:
-            await io.say(new_message(a, b.name, first_message, by_human=by_human))
+            await io.say(new_message(a, b.name, first_message, by_human=by_human), agent_turn=not by_human)
         if self.max_turns is None:
             # AutoGen's ping-pong: each receiver replies until a reply is None.
             sender, receiver = a, b
@@ -82,7 +82,9 @@ class TwoAgentChat:
 
     async def _say(self, sender: AgentSpec, receiver: AgentSpec, reply: Reply, io: RunIO) -> None:
         self.state.history.append(Said(sender.node_id, sender.name, reply.content))
-        await io.say(new_message(sender, receiver.name, reply.content, by_human=reply.by_human))
+        await io.say(
+            new_message(sender, receiver.name, reply.content, by_human=reply.by_human), agent_turn=not reply.by_human
+        )
 
 
 class TwoAgentConversation(TwoAgentChat):

@@ -60,7 +60,9 @@ class GroupChat:
         manager, group = self.manager, self.group
         message = Said(self.initiator.node_id, self.initiator.name, first_message)
         if not stored:
-            await io.say(new_message(self.initiator, MANAGER_NAME, first_message, by_human=by_human))
+            await io.say(
+                new_message(self.initiator, MANAGER_NAME, first_message, by_human=by_human), agent_turn=not by_human
+            )
         self.held[self.initiator.node_id].append(message)
         if manager.is_termination_msg(first_message):
             return f"termination message received by {MANAGER_NAME!r}"
@@ -69,8 +71,10 @@ class GroupChat:
             intro = Said(manager.node_id, manager.name, introductions(self.members))
             for member in self.members:
                 self.held[member.node_id].append(intro)
+            # The manager's formality, not a round of the conversation: no agent turn.
             await io.say(
-                NewMessage(type=MessageType.ASSISTANT, sender=MANAGER_NAME, receiver="", content=intro.content)
+                NewMessage(type=MessageType.ASSISTANT, sender=MANAGER_NAME, receiver="", content=intro.content),
+                agent_turn=False,
             )
         speaker = self.initiator
         for round_no in range(1, group.max_round + 1):
@@ -97,7 +101,10 @@ class GroupChat:
                 return f"no reply from {speaker.name!r}: {why}"
             message = Said(speaker.node_id, speaker.name, reply.content)
             held.append(message)
-            await io.say(new_message(speaker, MANAGER_NAME, reply.content, by_human=reply.by_human))
+            await io.say(
+                new_message(speaker, MANAGER_NAME, reply.content, by_human=reply.by_human),
+                agent_turn=not reply.by_human,
+            )
         return f"maximum rounds ({group.max_round}) reached"
 
     def last_message(self) -> str:

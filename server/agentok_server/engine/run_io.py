@@ -20,7 +20,11 @@ class RunIO(Protocol):
     """Store a message, and ask a person (for an agent, or with no agent: the manual choice of a speaker);
     run code blocks for an agent that executes code (only agents with `executes_code` ask for it)."""
 
-    async def say(self, message: NewMessage) -> None: ...
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
+        """Stores `message`. `agent_turn`: an agent produced it (its model, code, nested chats, default
+        reply or an edge's message), which a run's agent-turn budget counts; not text a person typed, nor
+        a group manager's introductions."""
+        ...
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str: ...
 
