@@ -28,7 +28,7 @@ from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import AuthzHttpServer
 from .transport.edge_identity import EdgeIdentity
-from .transport.rpc import Authenticator
+from .transport.rpc import Authenticator, add_servicer
 from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,15 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
     server = grpc.aio.server()
     auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(
-        ChatServicer(app.chats, Idempotency(app.repo), auth), server
+    add_servicer(
+        chat_service_pb2_grpc.add_ChatServiceServicer_to_server,
+        ChatServicer(app.chats, Idempotency(app.repo), auth),
+        server,
     )
-    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(app.flows, auth), server)
-    api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(app.keys, auth), server)
+    add_servicer(flow_service_pb2_grpc.add_FlowServiceServicer_to_server, FlowServicer(app.flows, auth), server)
+    add_servicer(
+        api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server
+    )
     await app.set_serving(True)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     port = server.add_insecure_port(address)

@@ -29,7 +29,9 @@ from .model import (
     TimeoutAction,
 )
 from .runs import IN_RUN, SYSTEM, RunManager
+from .text import check_text, is_clean_text
 
+MAX_INPUT_TIMEOUT_SECONDS = 366 * 86400
 STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
 
 
@@ -52,7 +54,7 @@ class ChatService:
     async def _get(self, owner: str, chat_id: str) -> Chat:
         if not chat_id:
             raise invalid_field("chat_id", "is required")
-        chat = await self._repo.get_chat(owner, chat_id)
+        chat = await self._repo.get_chat(owner, chat_id) if is_clean_text(chat_id) else None
         if chat is None:
             raise chat_not_found(chat_id)
         return chat
@@ -62,11 +64,12 @@ class ChatService:
 
     async def list_chats(self, owner: str, page_size: int, page_token: str) -> tuple[list[Chat], str]:
         limit = paging.page_size(page_size, default=50, maximum=500)
-        chats = await self._repo.list_chats(owner, limit + 1, paging.decode_time_id(page_token))
-        if len(chats) <= limit:
+        rows = await self._repo.list_chats(owner, limit + 1, paging.decode_time_id(page_token))
+        chats, more = paging.fit(rows, limit, _chat_bytes)
+        if not more:
             return chats, ""
-        last = chats[limit - 1]
-        return chats[:limit], paging.encode(last.created_at.isoformat(), last.id)
+        last = chats[-1]
+        return chats, paging.encode(last.created_at.isoformat(), last.id)
 
     async def create(
         self,
@@ -84,6 +87,13 @@ class ChatService:
             raise invalid_field("max_agent_turns", "must not be negative (0 means the server's default)")
         if input_timeout_seconds is not None and input_timeout_seconds < 0:
             raise invalid_field("human_input_timeout", "must not be negative")
+        if input_timeout_seconds is not None and 0 < input_timeout_seconds < 0.001:
+            # Below the clock's resolution it would silently mean "forever" (zero).
+            raise invalid_field("human_input_timeout", "must be zero (wait forever) or at least 1ms")
+        if input_timeout_seconds is not None and input_timeout_seconds > MAX_INPUT_TIMEOUT_SECONDS:
+            # A deadline must stay a date every database (and Python) can hold.
+            raise invalid_field("human_input_timeout", f"must be at most {MAX_INPUT_TIMEOUT_SECONDS // 86400} days")
+        check_text("name", name)
         defaults = self._default_budget
         budget = Budget(
             max_agent_turns=max_agent_turns or defaults.max_agent_turns,
@@ -96,7 +106,7 @@ class ChatService:
             raise invalid_field("from_type", f'must be "flow" (got {from_type!r})')
         if not from_flow:
             raise invalid_field("from_flow", "is required: the id of a flow to run")
-        flow = await self._repo.get_flow(owner, from_flow)
+        flow = await self._repo.get_flow(owner, from_flow) if is_clean_text(from_flow) else None
         if flow is None:
             raise flow_not_found(from_flow)
         return await self._repo.insert_chat(
@@ -132,6 +142,7 @@ class ChatService:
     async def send_message(self, owner: str, chat_id: str, text: str) -> tuple[Chat, Message]:
         if not text.strip():
             raise invalid_field("message", "is required and must not be empty")
+        check_text("message", text)
         chat = await self._get(owner, chat_id)
         self._check_startable(chat)
         spec = await self._spec(chat_id)
@@ -175,6 +186,7 @@ class ChatService:
     async def send_input(self, owner: str, chat_id: str, answer: str | None) -> Chat:
         if answer is None:
             raise invalid_field("message", 'is required (send "" to skip, "exit" to end the conversation)')
+        check_text("message", answer)
         chat = await self._get(owner, chat_id)
         if chat.status is not ChatStatus.WAITING:
             raise FailedPrecondition(
@@ -227,10 +239,9 @@ class ChatService:
         limit = paging.page_size(page_size, default=100, maximum=1000)
         after = paging.decode_seq(page_token)
         await self._get(owner, chat_id)
-        messages = await self._repo.list_messages(chat_id, limit + 1, after)
-        if len(messages) <= limit:
-            return messages, ""
-        return messages[:limit], paging.encode(messages[limit - 1].seq)
+        rows = await self._repo.list_messages(chat_id, limit + 1, after)
+        messages, more = paging.fit(rows, limit, _message_bytes)
+        return messages, paging.encode(messages[-1].seq) if more else ""
 
     async def watch(
         self, owner: str, chat_id: str, after_seq: int, *, until_finished: bool = False
@@ -277,6 +288,14 @@ class ChatService:
                     return
                 # A gap (events reach this process in commit order only per replica): fill it from storage.
                 pending = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
+
+
+def _chat_bytes(chat: Chat) -> int:
+    return 256 + len(chat.name.encode()) + len(chat.error.encode()) + len(chat.input_prompt.encode())
+
+
+def _message_bytes(message: Message) -> int:
+    return 256 + len(message.content.encode()) + len(message.sender.encode()) + len(message.receiver.encode())
 
 
 def _ends_run(event: ChatEvent) -> bool:

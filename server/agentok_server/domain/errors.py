@@ -52,6 +52,12 @@ class PermissionDenied(DomainError):
     reason = "PERMISSION_DENIED"
 
 
+class Internal(DomainError):
+    """The server failed, not the caller: raised only where an unexpected error is turned into a reply."""
+
+    reason = "INTERNAL"
+
+
 def invalid_field(field: str, description: str, *, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
     return InvalidArgument(f"{field}: {description}", reason=reason, field_violations=[(field, description)])
 

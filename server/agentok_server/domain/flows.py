@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from ..engine.flow_spec import parse_flow
@@ -10,6 +11,7 @@ from ..storage.repository import Repository
 from . import paging
 from .errors import flow_not_found
 from .model import Flow
+from .text import check_json_text, check_text, is_clean_text
 
 
 def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
@@ -27,24 +29,31 @@ class FlowService:
         self._code_execution = code_execution
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
+        check_text("name", name)
         spec = parse_flow(graph, code_execution=self._code_execution)
+        check_json_text("flow", graph)
         return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
 
     async def get(self, owner: str, flow_id: str) -> Flow:
-        flow = await self._repo.get_flow(owner, flow_id)
+        flow = await self._repo.get_flow(owner, flow_id) if is_clean_text(flow_id) else None
         if flow is None:
             raise flow_not_found(flow_id)
         return flow
 
     async def list_flows(self, owner: str, page_size: int, page_token: str) -> tuple[list[Flow], str]:
         limit = paging.page_size(page_size, default=50, maximum=500)
-        flows = await self._repo.list_flows(owner, limit + 1, paging.decode_time_id(page_token))
-        if len(flows) <= limit:
+        rows = await self._repo.list_flows(owner, limit + 1, paging.decode_time_id(page_token))
+        flows, more = paging.fit(rows, limit, _flow_bytes)
+        if not more:
             return flows, ""
-        last = flows[limit - 1]
+        last = flows[-1]
         assert last.created_at is not None
-        return flows[:limit], paging.encode(last.created_at.isoformat(), last.id)
+        return flows, paging.encode(last.created_at.isoformat(), last.id)
 
     async def delete(self, owner: str, flow_id: str) -> None:
-        if not await self._repo.delete_flow(owner, flow_id):
+        if not is_clean_text(flow_id) or not await self._repo.delete_flow(owner, flow_id):
             raise flow_not_found(flow_id)
+
+
+def _flow_bytes(flow: Flow) -> int:
+    return 256 + len(flow.name.encode()) + len(json.dumps(flow.graph).encode())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from agentok.v1 import api_key_pb2, chat_enums_pb2, chat_pb2, flow_pb2
 
+from ..domain.errors import invalid_field
 from ..domain.flows import public_graph
 from ..domain.model import (
     ApiKey,
@@ -22,6 +24,7 @@ from ..domain.model import (
     TimeoutAction,
 )
 
+_E = TypeVar("_E")
 _STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus}
 _TYPE = {t: chat_enums_pb2.MessageType.Value.Value(t.value) for t in MessageType}
 
@@ -36,11 +39,31 @@ _TIMEOUT_ACTION = {
     TimeoutAction.SKIP: chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_SKIP,
     TimeoutAction.END: chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_END_RUN,
 }
-TIMEOUT_ACTION_FROM_PROTO: dict[int, TimeoutAction | None] = {
+_TIMEOUT_ACTION_FROM_PROTO: dict[int, TimeoutAction | None] = {
     chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED: None,
     chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_SKIP: TimeoutAction.SKIP,
     chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_END_RUN: TimeoutAction.END,
 }
+_SCOPE_FROM_PROTO = {
+    api_key_pb2.ApiKey.SCOPE_UNSPECIFIED: KeyScope.CHAT,
+    api_key_pb2.ApiKey.SCOPE_CHAT: KeyScope.CHAT,
+    api_key_pb2.ApiKey.SCOPE_ADMIN: KeyScope.ADMIN,
+}
+
+
+def _known(table: dict[int, _E], field: str, value: int) -> _E:
+    # proto3 enums are open: a client may send any number, which must be a 400, not a KeyError.
+    if value not in table:
+        raise invalid_field(field, f"unknown value {value}")
+    return table[value]
+
+
+def timeout_action_from_proto(value: int) -> TimeoutAction | None:
+    return _known(_TIMEOUT_ACTION_FROM_PROTO, "human_input_timeout_action", value)
+
+
+def scope_from_proto(value: int) -> KeyScope:
+    return _known(_SCOPE_FROM_PROTO, "scope", value)
 
 
 def chat(c: Chat) -> chat_pb2.Chat:

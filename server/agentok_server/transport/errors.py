@@ -11,6 +11,7 @@ from ..domain.errors import (
     Aborted,
     DomainError,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -26,6 +27,7 @@ _CODES: dict[type[DomainError], int] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     Aborted: code_pb2.ABORTED,
+    Internal: code_pb2.INTERNAL,
 }
 
 

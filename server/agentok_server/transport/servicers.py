@@ -9,8 +9,8 @@ from typing import TypeAlias
 import grpc
 from google.protobuf import json_format
 
-from agentok.v1 import api_key_pb2, api_key_service_pb2_grpc
 from agentok.v1 import api_key_service_pb2 as ks
+from agentok.v1 import api_key_service_pb2_grpc
 from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import chat_service_pb2_grpc as cs_grpc
 from agentok.v1 import flow_service_pb2 as fs
@@ -20,7 +20,7 @@ from ..domain.chats import ChatService
 from ..domain.flows import FlowService
 from ..domain.idempotency import Idempotency
 from ..domain.keys import KeyService
-from ..domain.model import Identity, KeyScope
+from ..domain.model import Identity
 from . import convert
 from .rpc import Authenticator, server_stream, unary
 
@@ -54,11 +54,11 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
                 request.from_flow,
                 max_agent_turns=request.max_agent_turns,
                 input_timeout_seconds=(
-                    request.human_input_timeout.ToTimedelta().total_seconds()
+                    request.human_input_timeout.seconds + request.human_input_timeout.nanos / 1e9
                     if request.HasField("human_input_timeout")
                     else None
                 ),
-                input_timeout_action=convert.TIMEOUT_ACTION_FROM_PROTO[request.human_input_timeout_action],
+                input_timeout_action=convert.timeout_action_from_proto(request.human_input_timeout_action),
             )
             return cs.CreateChatResponse(chat=convert.chat(chat)).SerializeToString()
 
@@ -80,8 +80,10 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
             chat, message = await self.chats.send_message(identity.owner, request.chat_id, request.message)
             return cs.SendMessageResponse(chat=convert.chat(chat), message=convert.message(message)).SerializeToString()
 
-        key = f"{request.chat_id}/{request.request_id}" if request.request_id else ""
-        return cs.SendMessageResponse.FromString(await self.idempotency.once(identity.owner, "SendMessage", key, work))
+        response = await self.idempotency.once(
+            identity.owner, "SendMessage", request.request_id, work, scope=request.chat_id
+        )
+        return cs.SendMessageResponse.FromString(response)
 
     @unary
     async def ListMessages(
@@ -100,8 +102,10 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
             chat = await self.chats.send_input(identity.owner, request.chat_id, answer)
             return cs.SendInputResponse(chat=convert.chat(chat)).SerializeToString()
 
-        key = f"{request.chat_id}/{request.request_id}" if request.request_id else ""
-        return cs.SendInputResponse.FromString(await self.idempotency.once(identity.owner, "SendInput", key, work))
+        response = await self.idempotency.once(
+            identity.owner, "SendInput", request.request_id, work, scope=request.chat_id
+        )
+        return cs.SendInputResponse.FromString(response)
 
     @unary
     async def CancelChat(
@@ -113,9 +117,13 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
     async def WatchChat(
         self, request: cs.WatchChatRequest, context: Ctx, identity: Identity
     ) -> AsyncIterator[cs.WatchChatResponse]:
-        async for event in await self.chats.watch(
+        events = await self.chats.watch(
             identity.owner, request.chat_id, request.after_seq, until_finished=request.until_finished
-        ):
+        )
+        # The chat exists and is the caller's: answer the headers now (HTTP 200 and text/event-stream through
+        # Envoy), so a client with a read timeout does not wait for the first event or keep-alive.
+        await context.send_initial_metadata(())
+        async for event in events:
             yield cs.WatchChatResponse(event=convert.event(event))
 
 
@@ -149,13 +157,6 @@ class FlowServicer(fs_grpc.FlowServiceServicer):
         return fs.DeleteFlowResponse()
 
 
-_SCOPE_FROM_PROTO = {
-    api_key_pb2.ApiKey.SCOPE_UNSPECIFIED: KeyScope.CHAT,
-    api_key_pb2.ApiKey.SCOPE_CHAT: KeyScope.CHAT,
-    api_key_pb2.ApiKey.SCOPE_ADMIN: KeyScope.ADMIN,
-}
-
-
 class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
     def __init__(self, keys: KeyService, auth: Authenticator | None) -> None:
         self.keys = keys
@@ -168,7 +169,7 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         self.keys.require_key_manager(identity)
         expires_at = request.expire_time.ToDatetime(tzinfo=UTC) if request.HasField("expire_time") else None
         key, secret = await self.keys.create(
-            identity.owner, request.name, scope=_SCOPE_FROM_PROTO[request.scope], expires_at=expires_at
+            identity.owner, request.name, scope=convert.scope_from_proto(request.scope), expires_at=expires_at
         )
         return ks.CreateApiKeyResponse(api_key=convert.api_key(key), secret=secret)
 
