@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ..conftest import Keys
-from ..support.api import Rest, error_reason, real_flow, two_agent_flow, with_model
+from ..support.api import Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
+from ..support.fake_llm import FakeLlm
 from ..support.stack import Stack
 
 
@@ -21,9 +22,11 @@ def _chat(rest: Rest, flow: dict, **body: object) -> dict:
     return r.json()["chat"]
 
 
-def test_cancel_stops_a_run_mid_model_call(rest: Rest) -> None:
-    chat = _chat(rest, with_model(real_flow("14"), "slow-30"))
+def test_cancel_stops_a_run_mid_model_call(rest: Rest, fake_llm: FakeLlm) -> None:
+    model = unique_model("slow-30")
+    chat = _chat(rest, with_model(real_flow("14"), model))
     sent = rest.send(chat["id"], "hello")
+    fake_llm.wait_for_requests(model, 1)  # the model call is in flight: the fake holds it for 30 s
     r = rest.http.post(f"/chats/{chat['id']}/abort", json={})
     assert r.status_code == 200, r.text
     assert r.json()["chat"]["status"] == "ready"
@@ -31,6 +34,10 @@ def test_cancel_stops_a_run_mid_model_call(rest: Rest) -> None:
     note = [e["message_added"] for e in events if "message_added" in e][-1]
     assert note["type"] == "system" and "cancelled" in note["content"]
     assert rest.chat(chat["id"])["status"] == "ready"
+    # The server dropped the call itself (the fake saw the connection close), and did not make it again.
+    fake_llm.wait_for_hangup(model)
+    assert len(fake_llm.requests_for(model)) == 1
+    assert [m["content"] for m in rest.messages(chat["id"])] == ["hello", note["content"]]
     # Nothing is running now: a second cancel is refused, and a new message starts a new run.
     again = rest.http.post(f"/chats/{chat['id']}:cancel", json={})
     assert again.status_code == 400 and error_reason(again.json()) == "CHAT_NOT_RUNNING"
@@ -60,6 +67,31 @@ def test_the_agent_turn_budget_ends_a_run(rest: Rest) -> None:
     assert [m["content"] for m in messages[:4]] == ["hello", "B", "A", "B"]
     assert messages[-1]["type"] == "system" and "budget of 3 agent turns" in messages[-1]["content"]
     assert len(messages) == 5
+
+
+def test_a_persons_answers_do_not_use_up_the_agent_turn_budget(rest: Rest) -> None:
+    flow = two_agent_flow(
+        a={"human_input_mode": "ALWAYS"},
+        b={"disable_llm": True, "default_auto_reply": "B"},
+        edge={"max_turns": 5},
+    )
+    chat = _chat(rest, flow, max_agent_turns=2)
+    sent = rest.send(chat["id"], "hello")
+    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    for answer in ("typed one", "typed two"):
+        answered = rest.input(chat["id"], answer)
+        rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input", "completed"})
+    assert rest.chat(chat["id"])["status"] == "completed"
+    said = [(m["type"], m["content"]) for m in rest.messages(chat["id"])]
+    # Two agent turns (B, B); the person's two answers are not turns: the budget ends the run before a third B.
+    assert said[:5] == [
+        ("user", "hello"),
+        ("assistant", "B"),
+        ("user", "typed one"),
+        ("assistant", "B"),
+        ("user", "typed two"),
+    ]
+    assert said[5][0] == "system" and "budget of 2 agent turns" in said[5][1] and len(said) == 6
 
 
 def test_a_question_nobody_answers_takes_the_empty_reply(rest: Rest) -> None:
