@@ -158,13 +158,23 @@ def db_current() -> None:
 @app.command()
 def token(
     subject: Annotated[str, typer.Option(help="The owner the token acts as (its sub claim).")] = "default",
-    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m or 1h.")] = "15m",
+    ttl: Annotated[
+        str, typer.Option(help="Lifetime, e.g. 15m or 1h; at most AGENTOK_JWT_MAX_LIFETIME_SECONDS (24h).")
+    ] = "15m",
 ) -> None:
     """Signs a short-lived bearer token with the development key pair (`make run` creates it)."""
     from .devjwt import sign_dev_token
 
     settings = Settings()
     lifetime = int(_duration(ttl).total_seconds())
+    # The edge refuses tokens that expire further ahead than this: better to say so now than to print a
+    # token that gets 401 on first use.
+    if not 0 < lifetime <= settings.jwt_max_lifetime_seconds:
+        raise typer.BadParameter(
+            f"must be between 1s and {settings.jwt_max_lifetime_seconds}s "
+            "(AGENTOK_JWT_MAX_LIFETIME_SECONDS), the longest lifetime the edge accepts",
+            param_hint="--ttl",
+        )
     try:
         signed = sign_dev_token(
             settings.dev_jwt_dir,

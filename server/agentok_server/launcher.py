@@ -29,10 +29,15 @@ def jwt_config(settings: Settings) -> JwtConfig | None:
     """Envoy's bearer-token settings; with no JWKS configured, the development key pair's (created once)."""
     if not settings.tokens_enabled:
         return None
-    if settings.jwks_uri:
-        return JwtConfig(settings.jwt_issuer, settings.jwt_audience, jwks_uri=settings.jwks_uri)
-    jwks_file = settings.jwks_file or ensure_dev_keys(settings.dev_jwt_dir)
-    return JwtConfig(settings.jwt_issuer, settings.jwt_audience, jwks_file=jwks_file)
+    jwks_file = None if settings.jwks_uri else settings.jwks_file or ensure_dev_keys(settings.dev_jwt_dir)
+    return JwtConfig(
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        jwks_file=jwks_file,
+        jwks_uri=settings.jwks_uri,
+        jwks_ca_file=settings.jwks_ca_file,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+    )
 
 
 async def ensure_first_key(settings: Settings) -> str | None:
@@ -148,11 +153,7 @@ async def _run_replicas(settings: Settings, replicas: int) -> None:
             await _wait_healthy(upstream, proc)
         await asyncio.to_thread(envoy.start)
         print(_banner(settings, secret, upstreams), flush=True)
-        exits = {asyncio.ensure_future(proc.wait()) for proc in procs}
-        stopped = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({*exits, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if stopped not in done:
-            print("a replica exited; stopping the others", file=sys.stderr, flush=True)
+        await _supervise(settings, upstreams, procs, stop)
     finally:
         await asyncio.to_thread(envoy.stop)
         for proc in procs:
@@ -163,6 +164,41 @@ async def _run_replicas(settings: Settings, replicas: int) -> None:
                 await asyncio.wait_for(proc.wait(), settings.shutdown_grace_seconds + 10)
             except TimeoutError:
                 proc.kill()
+
+
+async def _supervise(
+    settings: Settings, upstreams: list[Upstream], procs: list[asyncio.subprocess.Process], stop: asyncio.Event
+) -> None:
+    """Until Ctrl-C / SIGTERM, or until no replica is left. A replica that exits leaves the others serving:
+    that is the failover a cluster is for, and what `make run-cluster` lets one watch (kill a replica, and
+    its runs go on elsewhere)."""
+    exits = {
+        asyncio.ensure_future(proc.wait()): (n, upstream)
+        for n, (upstream, proc) in enumerate(zip(upstreams, procs, strict=True))
+    }
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while exits:
+            done, _ = await asyncio.wait({*exits, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():  # Ctrl-C also reaches the replicas (one process group): their exits are expected
+                return
+            for exited in done:
+                n, upstream = exits.pop(exited)
+                left = len(exits)
+                what = f"replica {n + 1} (gRPC {upstream.host}:{upstream.grpc_port}) exited with code {exited.result()}"
+                if left:
+                    print(
+                        f"{what}; {left} replica(s) keep serving behind Envoy, and take over its runs once their "
+                        f"leases lapse (within {settings.lease_seconds:g} s). Ctrl-C stops everything.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                else:
+                    print(f"{what}; no replica is left, stopping Envoy", file=sys.stderr, flush=True)
+    finally:
+        stopped.cancel()
+        for waiting in exits:
+            waiting.cancel()
 
 
 async def _wait_healthy(upstream: Upstream, proc: asyncio.subprocess.Process) -> None:

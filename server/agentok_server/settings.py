@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "agentok"
     jwks_file: Path | None = Field(default=None, description="Local JWKS; default: the development key pair's.")
     jwks_uri: str | None = Field(default=None, description="Remote JWKS URL; wins over jwks_file.")
+    jwks_ca_file: Path = Field(
+        default=Path("/etc/ssl/certs/ca-certificates.crt"),
+        description="CA bundle an https jwks_uri's certificate must chain to (it must also name the host).",
+    )
+    # Tokens must carry exp; one that expires further ahead than this is refused (a leaked long-lived token
+    # would work for as long as it says). `agentok token --ttl` is capped at it too.
+    jwt_max_lifetime_seconds: int = Field(default=24 * 3600, gt=0)
 
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -80,7 +87,8 @@ class Settings(BaseSettings):
     def usable_database_url(self) -> str:
         """effective_database_url, with the SQLite default's directory created (it may not exist yet)."""
         if self.database_url is None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # 0700: the database holds the edge identity's signing secret (and the key hashes).
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.effective_database_url
 
     @cached_property

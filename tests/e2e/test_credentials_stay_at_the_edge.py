@@ -86,5 +86,39 @@ async def test_key_and_token_are_not_forwarded(
         assert "x-api-key" not in seen and "authorization" not in seen and "x-jwt-payload" not in seen
         assert secret not in str(seen)
     key_identity, token_identity = identity.decode(by_key[HEADER]), identity.decode(by_token[HEADER])
-    assert key_identity is not None and key_identity.owner == "olga" and key_identity.method.value == "api_key"
-    assert token_identity is not None and token_identity.owner == "olga" and token_identity.method.value == "bearer"
+    assert key_identity.owner == "olga" and key_identity.method.value == "api_key"
+    assert token_identity.owner == "olga" and token_identity.method.value == "bearer"
+
+
+async def test_no_authorization_header_reaches_the_server_in_any_form(
+    edge: tuple[str, _Recorder, str, EdgeIdentity], tokens: TokenFactory
+) -> None:
+    url, recorder, secret, identity = edge
+    token = tokens.token("olga")
+    async with httpx.AsyncClient(base_url=url) as http:
+        # The scheme is case-insensitive: a lowercase `bearer` token is verified (and dropped) like `Bearer`.
+        assert (await http.get("/chats", headers={"authorization": f"bearer {token}"})).status_code == 200
+        # Another scheme beside a key: the key decides, and the Authorization header still stops at the edge.
+        basic = {"Authorization": "Basic dXNlcjpwYXNz", "X-API-KEY": secret}
+        assert (await http.get("/chats", headers=basic)).status_code == 200
+    by_lowercase_token, by_key_with_basic = recorder.metadata
+    for seen in (by_lowercase_token, by_key_with_basic):
+        assert "authorization" not in seen and "x-api-key" not in seen and "x-jwt-payload" not in seen
+        assert token not in str(seen) and secret not in str(seen) and "dXNlcjpwYXNz" not in str(seen)
+    assert identity.decode(by_lowercase_token[HEADER]).method.value == "bearer"
+    assert identity.decode(by_key_with_basic[HEADER]).method.value == "api_key"
+
+
+async def test_a_key_and_a_token_together_are_refused(
+    edge: tuple[str, _Recorder, str, EdgeIdentity], tokens: TokenFactory
+) -> None:
+    url, recorder, secret, _ = edge
+    async with httpx.AsyncClient(base_url=url) as http:
+        for scheme in ("Bearer", "bearer"):
+            headers = {"Authorization": f"{scheme} {tokens.token('olga')}", "X-API-KEY": secret}
+            r = await http.get("/chats", headers=headers)
+            assert r.status_code == 401, (scheme, r.text)
+            body = r.json()
+            assert body["code"] == 16 and "send one credential" in body["message"]
+            assert body["details"][0]["reason"] == "CREDENTIALS_AMBIGUOUS"
+    assert recorder.metadata == []  # nothing reached the service

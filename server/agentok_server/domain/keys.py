@@ -21,6 +21,15 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def ambiguous_credentials() -> Unauthenticated:
+    """A call carrying both an API key and a bearer token: refused rather than silently picking one, since
+    they may name different owners and the client should learn which one it is really using."""
+    return Unauthenticated(
+        "send one credential: an API key (X-API-KEY) or a bearer token (Authorization: Bearer), not both",
+        reason="CREDENTIALS_AMBIGUOUS",
+    )
+
+
 class KeyService:
     def __init__(self, repo: Repository, *, cache_seconds: float) -> None:
         self._repo = repo

@@ -10,7 +10,7 @@ from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from ..transport.authz_http import CHECK_PREFIX, HEALTH_PATH
+from ..transport.authz_http import CHECK_PREFIX, DEFAULT_MAX_LIFETIME_SECONDS, HEALTH_PATH, MAX_TOKEN_LIFETIME_HEADER
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -29,6 +29,10 @@ _AUTHZ_HTTP = """\
                         path_prefix: ${check_prefix}
                         # A replica that just died: ask another one (the check has no side effects).
                         retry_policy: {num_retries: 2, retry_on: "connect-failure,reset,refused-stream"}
+                        authorization_request:
+                          # The longest remaining lifetime a bearer token may have (seconds): the check refuses
+                          # tokens without exp or beyond it, saying which. Set here, never taken from a client.
+                          headers_to_add: [{key: ${max_lifetime_header}, value: "${max_lifetime}"}]
                         authorization_response:
                           # The signed identity goes on to the server (the key and token do not: see authz_http.py).
                           allowed_upstream_headers:
@@ -67,6 +71,9 @@ _ENDPOINT = """              - endpoint:
 # Bearer tokens (Authorization: Bearer <JWT>), verified here against the configured issuer, audience and JWKS.
 # A request without a token passes on to the API-key check; a request with a bad token is refused (401).
 # forward: false drops the token once verified; its payload travels on only to the key check.
+# Tokens must carry `exp` and expire within the configured maximum lifetime; the key check enforces that (see
+# _AUTHZ_HTTP) rather than jwt_authn's own require_expiration/max_lifetime, which refuse with the same
+# "Jwt verification fails" as a forged signature, leaving a client no way to tell what to fix.
 _JWT_FILTER = """\
                   - name: envoy.filters.http.jwt_authn
                     typed_config:
@@ -75,7 +82,10 @@ _JWT_FILTER = """\
                         agentok:
                           issuer: ${issuer}
                           audiences: [${audience}]
-                          from_headers: [{name: Authorization, value_prefix: "Bearer "}]
+                          # The scheme is case-insensitive (RFC 7235) but value_prefix is not: both usual spellings.
+                          from_headers:
+                            - {name: Authorization, value_prefix: "Bearer "}
+                            - {name: Authorization, value_prefix: "bearer "}
                           forward: false
                           forward_payload_header: x-jwt-payload
                           clock_skew_seconds: 30
@@ -106,12 +116,24 @@ _JWKS_CLUSTER = """\
                   address:
                     socket_address: {address: ${host}, port_value: ${port}}
 ${tls}"""
+# An https JWKS is fetched over a verified connection: without it, anyone on the path could serve their own
+# keys and mint tokens for any owner. The certificate must chain to the CA bundle and name the JWKS host.
 _JWKS_TLS = """\
       transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-          sni: ${host}"""
+${sni}          common_tls_context:
+            validation_context:
+              trusted_ca: {filename: ${ca_file}}
+              match_typed_subject_alt_names:
+                - san_type: ${san_type}
+                  matcher: {exact: ${host}}"""
+_JWKS_SNI = """\
+          sni: ${host}
+"""
+# The system's CA bundle (Debian's ca-certificates): what a public identity provider's certificate chains to.
+SYSTEM_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @dataclass(frozen=True)
@@ -131,6 +153,10 @@ class JwtConfig:
     audience: str
     jwks_file: Path | None = None
     jwks_uri: str | None = None
+    # CA bundle an https jwks_uri's certificate must chain to.
+    jwks_ca_file: Path = SYSTEM_CA_FILE
+    # Tokens whose exp is further ahead than this are refused.
+    max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS
 
 
 def _jwt(config: JwtConfig | None) -> tuple[str, str]:
@@ -142,7 +168,7 @@ def _jwt(config: JwtConfig | None) -> tuple[str, str]:
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"jwks_uri must be an http(s) URL, got {config.jwks_uri!r}")
         port = url.port or (443 if url.scheme == "https" else 80)
-        tls = Template(_JWKS_TLS).substitute(host=url.hostname) if url.scheme == "https" else ""
+        tls = _jwks_tls(url.hostname, config.jwks_ca_file) if url.scheme == "https" else ""
         jwks = Template(_REMOTE_JWKS).substitute(uri=json.dumps(config.jwks_uri))
         cluster = Template(_JWKS_CLUSTER).substitute(host=json.dumps(url.hostname), port=port, tls=tls)
     elif config.jwks_file:
@@ -150,10 +176,28 @@ def _jwt(config: JwtConfig | None) -> tuple[str, str]:
         cluster = ""
     else:
         raise ValueError("bearer tokens need a jwks_file or a jwks_uri")
+    if config.max_lifetime_seconds <= 0:
+        raise ValueError(f"max_lifetime_seconds must be positive, got {config.max_lifetime_seconds}")
     flt = Template(_JWT_FILTER).substitute(
         issuer=json.dumps(config.issuer), audience=json.dumps(config.audience), jwks=jwks
     )
     return flt, cluster
+
+
+def _jwks_tls(host: str, ca_file: Path) -> str:
+    """The JWKS cluster's TLS: verified against `ca_file`, for `host` (a DNS name, or an IP address SAN)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        san_type, sni = "IP_ADDRESS", ""  # SNI carries host names only
+        host = host.strip("[]")
+    except ValueError:
+        san_type, sni = "DNS", Template(_JWKS_SNI).substitute(host=json.dumps(host))
+    return Template(_JWKS_TLS).substitute(
+        host=json.dumps(host),
+        sni=sni,
+        san_type=san_type,
+        ca_file=json.dumps(str(Path(ca_file).resolve())),
+    )
 
 
 # Access log fields: never the x-api-key. Paths: what the client asked for, and the gRPC method it became.
@@ -290,6 +334,8 @@ def render_envoy_config(
         uri=json.dumps("http://agentok-authz"),
         timeout=_seconds(authz_timeout),
         check_prefix=json.dumps(CHECK_PREFIX),
+        max_lifetime_header=MAX_TOKEN_LIFETIME_HEADER,
+        max_lifetime=jwt.max_lifetime_seconds if jwt else DEFAULT_MAX_LIFETIME_SECONDS,
     )
     authz_cluster = Template(_AUTHZ_HTTP_CLUSTER).substitute(
         type=authz_type,

@@ -5,6 +5,7 @@ fraction of a gRPC call per check, and the check runs on every request through t
 
 A bearer token has already been verified by Envoy's jwt_authn when the request gets here: its payload
 arrives in `x-jwt-payload` (Envoy removes any such header a client sends). Otherwise the API key decides.
+A request carrying both is refused (CREDENTIALS_AMBIGUOUS): they may name different owners.
 An allowed request gets the signed identity header, and Envoy drops the key and the payload before the
 request goes on: the server needs neither in clear.
 """
@@ -15,22 +16,31 @@ import asyncio
 import base64
 import json
 import logging
+import time
 
 import httptools
 
 from ..domain.errors import Unauthenticated
-from ..domain.keys import KeyService
+from ..domain.keys import KeyService, ambiguous_credentials
 from ..domain.model import AuthMethod, Identity, KeyScope
 from .edge_identity import HEADER, EdgeIdentity
 from .errors import ERROR_DOMAIN
 
 JWT_PAYLOAD_HEADER = b"x-jwt-payload"
+# Envoy adds this to every check request (never a client: it is not among the forwarded headers): the longest
+# remaining lifetime, in seconds, a bearer token may have.
+MAX_TOKEN_LIFETIME_HEADER = "x-agentok-token-max-lifetime"
+DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600
+# jwt_authn's own allowance for clocks that differ (clock_skew_seconds in the Envoy config).
+CLOCK_SKEW_SECONDS = 30
 # Envoy's health checker asks this path. Its check requests all start with CHECK_PREFIX (the http_service's
 # path_prefix), so no client request can ever be answered by the health route.
 HEALTH_PATH = b"/healthz"
 CHECK_PREFIX = "/check"
 # Envoy removes these from the request once the check allowed it.
 _REMOVE = b"x-envoy-auth-headers-to-remove: x-api-key," + JWT_PAYLOAD_HEADER + b"\r\n"
+
+_MAX_LIFETIME = MAX_TOKEN_LIFETIME_HEADER.encode()
 
 log = logging.getLogger(__name__)
 UNAUTHENTICATED = 16
@@ -57,16 +67,42 @@ def _response(status: int, body: bytes = b"", content_type: bytes = b"", extra: 
     return head + extra + b"\r\n" + body
 
 
-def token_identity(payload: bytes) -> Identity:
-    """The identity of a token jwt_authn verified: its subject is the owner."""
+def token_identity(
+    payload: bytes, max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS, now: float | None = None
+) -> Identity:
+    """The identity of a token jwt_authn verified (signature, issuer, audience, exp and nbf if present): its
+    subject is the owner. Here, the lifetime rules: a token must expire, and within `max_lifetime` seconds,
+    so a leaked one stops working (jwt_authn's own checks would refuse with a reason-less message)."""
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
     except ValueError:
         raise Unauthenticated("unreadable token payload", reason="TOKEN_INVALID") from None
-    subject = claims.get("sub") if isinstance(claims, dict) else None
+    if not isinstance(claims, dict):
+        raise Unauthenticated("unreadable token payload", reason="TOKEN_INVALID")
+    subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("the bearer token has no subject (sub claim)", reason="TOKEN_NO_SUBJECT")
+    expires = claims.get("exp")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        raise Unauthenticated(
+            f"bearer token refused: it has no expiry (exp claim); tokens must expire within {max_lifetime} s",
+            reason="TOKEN_NO_EXPIRY",
+        )
+    remaining = expires - (time.time() if now is None else now)
+    if remaining > max_lifetime + CLOCK_SKEW_SECONDS:
+        raise Unauthenticated(
+            f"bearer token refused: it expires in {int(remaining)} s, more than the {max_lifetime} s allowed",
+            reason="TOKEN_LIFETIME_TOO_LONG",
+            metadata={"max_lifetime_seconds": str(max_lifetime)},
+        )
     return Identity(owner=subject, method=AuthMethod.BEARER, scope=KeyScope.ADMIN)
+
+
+def _max_lifetime(value: bytes | None) -> int:
+    try:
+        return int(value) if value is not None else DEFAULT_MAX_LIFETIME_SECONDS
+    except ValueError:
+        return DEFAULT_MAX_LIFETIME_SECONDS
 
 
 class _CheckProtocol(asyncio.Protocol):
@@ -80,6 +116,7 @@ class _CheckProtocol(asyncio.Protocol):
         self._api_key: bytes | None = None
         self._jwt_payload: bytes | None = None
         self._content_type = b""
+        self._max_lifetime: bytes | None = None
         self._url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,6 +136,7 @@ class _CheckProtocol(asyncio.Protocol):
         self._api_key = None
         self._jwt_payload = None
         self._content_type = b""
+        self._max_lifetime = None
         self._url = b""
 
     def on_url(self, url: bytes) -> None:
@@ -112,18 +150,26 @@ class _CheckProtocol(asyncio.Protocol):
             self._jwt_payload = value
         elif lower == b"content-type":
             self._content_type = value
+        elif lower == _MAX_LIFETIME:
+            self._max_lifetime = value
 
     def on_message_complete(self) -> None:
         if self._url == HEALTH_PATH:
             assert self._transport is not None
             self._transport.write(_response(200, b"ok", b"text/plain"))
             return
-        asyncio.ensure_future(self._answer(self._api_key, self._jwt_payload, self._content_type))
+        asyncio.ensure_future(
+            self._answer(self._api_key, self._jwt_payload, self._content_type, _max_lifetime(self._max_lifetime))
+        )
 
-    async def _answer(self, api_key: bytes | None, jwt_payload: bytes | None, content_type: bytes) -> None:
+    async def _answer(
+        self, api_key: bytes | None, jwt_payload: bytes | None, content_type: bytes, max_lifetime: int
+    ) -> None:
         try:
+            if jwt_payload is not None and api_key is not None:
+                raise ambiguous_credentials()
             if jwt_payload is not None:
-                identity = token_identity(jwt_payload)
+                identity = token_identity(jwt_payload, max_lifetime)
             else:
                 identity = await self._keys.authenticate(api_key.decode() if api_key is not None else None)
             signed = HEADER.encode() + b": " + self._edge.encode(identity).encode() + b"\r\n"

@@ -3,6 +3,11 @@
 Envoy strips the API key and the bearer token once they are checked (they need not reach the server in
 clear); the check endpoint adds `x-agentok-identity` instead, HMAC-signed with a secret every server
 process sharing the database knows, so the server can trust it and nobody else can forge it.
+
+The signed payload carries an expiry a few seconds ahead: a header copied from a log, a proxy or a packet
+capture cannot be replayed straight to the server's port later. The check and the call it allows happen
+within milliseconds of each other, so the window only has to cover clock differences between hosts (keep
+clocks synchronized) and a slow request body (the server reads the header once the request has arrived).
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
+from ..domain.errors import Unauthenticated
 from ..domain.model import AuthMethod, Identity, KeyScope
 
 HEADER = "x-agentok-identity"
+# Seconds a signed header stays valid after the check that made it.
+DEFAULT_TTL_SECONDS = 10.0
 
 
 def _b64(data: bytes) -> str:
@@ -26,25 +35,36 @@ def _unb64(text: str) -> bytes:
 
 
 class EdgeIdentity:
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, *, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
         self._secret = secret
+        self._ttl = ttl_seconds
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
 
-    def encode(self, identity: Identity) -> str:
+    def encode(self, identity: Identity, *, now: float | None = None) -> str:
+        """The header's value; `now` (wall-clock seconds) only for tests that need an old header."""
+        expires = round((time.time() if now is None else now) + self._ttl, 3)
         payload = _b64(
-            json.dumps([identity.owner, identity.method.value, identity.scope.value, identity.key_id]).encode()
+            json.dumps([identity.owner, identity.method.value, identity.scope.value, identity.key_id, expires]).encode()
         )
         return f"{payload}.{self._mac(payload)}"
 
-    def decode(self, value: str) -> Identity | None:
-        """The identity, or None if the header was not signed with our secret (or is malformed)."""
+    def decode(self, value: str, *, now: float | None = None) -> Identity:
+        """The identity; Unauthenticated if the header was not signed with our secret, is malformed or expired."""
         payload, _, mac = value.partition(".")
         if not hmac.compare_digest(mac, self._mac(payload)):
-            return None
+            raise Unauthenticated("invalid edge identity header", reason="EDGE_IDENTITY_INVALID")
         try:
-            owner, method, scope, key_id = json.loads(_unb64(payload))
-            return Identity(owner=owner, method=AuthMethod(method), scope=KeyScope(scope), key_id=key_id)
+            owner, method, scope, key_id, expires = json.loads(_unb64(payload))
+            identity = Identity(owner=owner, method=AuthMethod(method), scope=KeyScope(scope), key_id=key_id)
+            expires = float(expires)
         except (ValueError, TypeError):
-            return None
+            raise Unauthenticated("invalid edge identity header", reason="EDGE_IDENTITY_INVALID") from None
+        if (time.time() if now is None else now) > expires:
+            # Signed by us but old: a replay, or this host's clock is far from the checking host's.
+            raise Unauthenticated(
+                "expired edge identity header (replayed, or the hosts' clocks differ)",
+                reason="EDGE_IDENTITY_EXPIRED",
+            )
+        return identity
