@@ -204,3 +204,16 @@ def test_watch_answers_its_headers_before_the_first_event(tmp_path: Path, llm_se
             client.close()
     finally:
         stack.stop()
+
+
+def test_request_ids_up_to_128_characters_are_accepted_on_every_write(rest: Rest) -> None:
+    chat = rest.create_chat(rest.create_flow(_fixed_reply_flow())["id"])
+    longest, too_long = "r" * 128, "r" * 129
+    r = rest.http.post(f"/chats/{chat['id']}/messages", json={"message": "hi", "request_id": too_long})
+    assert r.status_code == 400 and "request_id" in r.json()["message"]
+    assert rest.messages(chat["id"]) == []
+    r = rest.http.post(f"/chats/{chat['id']}/messages", json={"message": "hi", "request_id": longest})
+    assert r.status_code == 200, r.text
+    rest.wait_status(chat["id"], int(r.json()["chat"]["last_seq"]), {"wait_for_human_input"})
+    r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "exit", "request_id": longest})
+    assert r.status_code == 200, r.text
