@@ -185,11 +185,14 @@ async def _supervise(
             for exited in done:
                 n, upstream = exits.pop(exited)
                 left = len(exits)
-                what = f"replica {n + 1} (gRPC {upstream.host}:{upstream.grpc_port}) exited with code {exited.result()}"
+                code = exited.result()
+                what = f"replica {n + 1} (gRPC {upstream.host}:{upstream.grpc_port}) exited with code {code}"
+                # A clean stop (SIGTERM) releases the leases at once; a crash leaves them to lapse.
+                when = "at once" if code == 0 else f"once its leases lapse (within {settings.lease_seconds:g} s)"
                 if left:
                     print(
-                        f"{what}; {left} replica(s) keep serving behind Envoy, and take over its runs once their "
-                        f"leases lapse (within {settings.lease_seconds:g} s). Ctrl-C stops everything.",
+                        f"{what}; {left} replica(s) keep serving behind Envoy and take over its runs {when}. "
+                        "Ctrl-C stops everything.",
                         file=sys.stderr,
                         flush=True,
                     )
