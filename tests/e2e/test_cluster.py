@@ -4,6 +4,7 @@ other replica, a run survives the death of the replica executing it, and concurr
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import threading
@@ -23,6 +24,7 @@ from ..support.api import Grpc, Rest, two_agent_flow, unique_model
 from ..support.cluster import Cluster
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import dsn
+from ..support.stack import ServerProcess
 
 Status = chat_enums_pb2.ChatStatus.Value
 HITL = two_agent_flow(
@@ -43,15 +45,45 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer)
         c.stop()
 
 
-@pytest.fixture()
-def clients(cluster: Cluster) -> Iterator[tuple[Grpc, Grpc]]:
-    key = cluster.key("carol")
+# Neither the watch keep-alive (which re-reads storage) nor the lease round (which re-checks for answers
+# given elsewhere) comes round within a test's stream deadline: only a NOTIFY can deliver what the other
+# replica commits in time, so these tests fail if LISTEN/NOTIFY is broken.
+NOTIFY_ONLY = {
+    "AGENTOK_WATCH_KEEPALIVE_SECONDS": "600",
+    "AGENTOK_LEASE_SECONDS": "1200",
+    "AGENTOK_LEASE_RENEW_SECONDS": "600",
+}
+# Far below NOTIFY_ONLY's periods, far above what a notification takes on a loaded machine.
+NOTIFY_DEADLINE = 30.0
+
+
+@pytest.fixture(scope="module")
+def notify_cluster(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("notify-cluster"), llm_server.base_url, settings=NOTIFY_ONLY).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _clients_of(cluster: Cluster, owner: str = "carol") -> Iterator[tuple[Grpc, Grpc]]:
+    key = cluster.key(owner)
     one, two = (Grpc(r.target, key) for r in cluster.replicas)
     try:
         yield one, two
     finally:
         one.close()
         two.close()
+
+
+@pytest.fixture()
+def clients(cluster: Cluster) -> Iterator[tuple[Grpc, Grpc]]:
+    yield from _clients_of(cluster)
+
+
+@pytest.fixture()
+def notify_clients(notify_cluster: Cluster) -> Iterator[tuple[Grpc, Grpc]]:
+    yield from _clients_of(notify_cluster)
 
 
 def _send(client: Grpc, chat_id: str, text: str) -> chat_service_pb2.SendMessageResponse:
@@ -112,11 +144,12 @@ def test_a_chat_created_through_one_replica_is_served_by_the_other(
 
 
 def test_a_watcher_on_one_replica_follows_a_run_executed_on_the_other(
-    cluster: Cluster, clients: tuple[Grpc, Grpc]
+    notify_cluster: Cluster, notify_clients: tuple[Grpc, Grpc]
 ) -> None:
-    one, two = clients
+    cluster, (one, two) = notify_cluster, notify_clients
     chat = one.create_chat(one.create_flow(HITL))
-    stream = one.watch(chat.id, after_seq=0)  # watching on replica 1 ...
+    # The stream's deadline, not a keep-alive or a lease round, is what ends it if no NOTIFY arrives.
+    stream = one.watch(chat.id, after_seq=0, timeout=NOTIFY_DEADLINE)  # watching on replica 1 ...
     _send(two, chat.id, "hello")  # ... a run that replica 2 starts, and so executes
     waiting = _events_until(stream, {Status.wait_for_human_input})
     assert _lease_holder(cluster, chat.id) == "replica-2"
@@ -134,11 +167,12 @@ def test_a_watcher_on_one_replica_follows_a_run_executed_on_the_other(
 
 
 def test_a_watcher_catches_up_from_storage_when_its_replica_lost_its_notifications(
-    cluster: Cluster, clients: tuple[Grpc, Grpc]
+    notify_cluster: Cluster, notify_clients: tuple[Grpc, Grpc]
 ) -> None:
-    one, two = clients
+    cluster, (one, two) = notify_cluster, notify_clients
     chat = one.create_chat(one.create_flow(HITL))
-    stream = one.watch(chat.id, after_seq=0)
+    # No keep-alive re-reads storage within the deadline: the catch-up must come from the reconnect.
+    stream = one.watch(chat.id, after_seq=0, timeout=NOTIFY_DEADLINE)
     _send(two, chat.id, "hello")
     _events_until(stream, {Status.wait_for_human_input})
     # Cut replica 1's LISTEN connection: what replica 2 commits meanwhile is never notified to it.
@@ -192,11 +226,15 @@ def test_cancel_through_one_replica_stops_the_run_on_the_other(
     flow["llm_config"] = {"model": model}
     chat = one.create_chat(one.create_flow(flow))
     _send(two, chat.id, "hello")  # replica 2 runs it, and calls the (slow) model
-    _wait_for(lambda: len(fake_llm.requests_for(model)) == 1, "the model call")
+    fake_llm.wait_for_requests(model, 1)
+    # The cancel lands mid model call: replica 2 holds the run, the call is open, its reply not stored.
+    assert _lease_holder(cluster, chat.id) == "replica-2"
+    assert fake_llm.hangups_for(model) == 0 and _contents(one, chat.id) == ["hello"]
     req = chat_service_pb2.CancelChatRequest(chat_id=chat.id)
     assert one.chats.CancelChat(req, metadata=one.metadata, timeout=10).chat.status == Status.ready
     log = cluster.replicas[1].log_path
     _wait_for(lambda: re.search(rf"chat {chat.id}: .* stopping its run", log.read_text()) is not None, "the stop")
+    fake_llm.wait_for_hangup(model)  # stopped mid call: replica 2 closed the model connection unanswered
     # The chat is free: a new run starts (on replica 1 this time) and nothing of the old one comes back.
     assert _send(one, chat.id, "again").chat.status == Status.running
     assert _contents(two, chat.id)[:2] == ["hello", "The run was cancelled."]
@@ -218,9 +256,13 @@ def test_the_other_replica_finishes_a_run_whose_replica_was_killed(
         chat = one.create_chat(one.create_flow(flow))
         stream = one.watch(chat.id, after_seq=0, timeout=60)
         _send(two, chat.id, "hello")
-        _wait_for(lambda: len(fake_llm.requests_for(model)) == 1, "the model call")
+        fake_llm.wait_for_requests(model, 1)
+        # Replica 2 dies holding the run, in the middle of its model call (open, its reply not stored).
+        assert _lease_holder(cluster, chat.id) == "replica-2"
+        assert fake_llm.hangups_for(model) == 0 and _contents(one, chat.id) == ["hello"]
 
         cluster.replicas[1].stop(signal.SIGKILL)
+        fake_llm.wait_for_hangup(model)  # the call was still open when the replica died
 
         # Replica 1 takes the run over when the lease lapses, makes the lost call again, and finishes;
         # its watcher, connected throughout, sees every event once, in order.
@@ -233,6 +275,100 @@ def test_the_other_replica_finishes_a_run_whose_replica_was_killed(
         two.close()
     finally:
         cluster.stop()
+
+
+def test_a_paused_lease_holder_writes_nothing_once_another_replica_took_its_run_over(
+    cluster: Cluster, clients: tuple[Grpc, Grpc], llm_server: FakeLlmServer, fake_llm: FakeLlm
+) -> None:
+    one, two = clients
+    paused = cluster.replicas[1]
+    assert paused.proc is not None
+    model = unique_model("slow-4")  # every call takes 4 s: the paused replica's reply comes while it sleeps
+    flow = two_agent_flow(
+        a={"human_input_mode": "NEVER", "default_auto_reply": "A", "max_consecutive_auto_reply": 1},
+        b={"max_consecutive_auto_reply": 5},
+    )
+    flow["llm_config"] = {"model": model}
+    chat = one.create_chat(one.create_flow(flow))
+    stream = one.watch(chat.id, after_seq=0, timeout=60)
+    _send(two, chat.id, "hello")
+    fake_llm.wait_for_requests(model, 1)
+    assert _lease_holder(cluster, chat.id) == "replica-2" and _contents(one, chat.id) == ["hello"]
+    try:
+        # Paused, not dead: it keeps its connections and the run's task, and stops renewing the lease.
+        _pause_outside_a_transaction(cluster, paused)
+        _wait_for(lambda: _lease_holder(cluster, chat.id) == "replica-1", "replica 1 to take the run over")
+        fake_llm.wait_for_requests(model, 2)  # replica 1 makes the lost call again
+        # The paused replica's reply arrives (unread in its socket) while replica 1's own call is open: it
+        # will wake up holding a model reply for a run it no longer holds.
+        _wait_for(lambda: _unread_bytes(paused.proc.pid, llm_server.port) > 0, "the paused replica's reply")
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    got = two.chats.GetChat(chat_service_pb2.GetChatRequest(chat_id=chat.id), metadata=two.metadata, timeout=10)
+    assert got.chat.id == chat.id  # replica 2 is awake and serving again
+
+    events = _events_until(stream, {Status.completed, Status.error})
+    stream.cancel()
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].status_changed.status == Status.completed
+    # Exactly one run's output: replica 2's late reply was neither stored nor journaled. Once the run has
+    # ended no replica holds it, so nothing replica 2 might still try can pass the lease fence later.
+    stored = _contents(one, chat.id)
+    assert stored == ["hello", "hello ack", "A", "A ack"]
+    assert [e.message_added.content for e in events if e.HasField("message_added")] == stored
+    kinds = _sql(cluster, "SELECT kind FROM run_step WHERE chat_id = $1 ORDER BY run_no, step_no", chat.id)
+    assert kinds == ["llm", "say", "say", "llm", "say"], kinds
+    assert _sql(cluster, "SELECT last_seq FROM chat WHERE id = $1", chat.id) == [events[-1].seq]
+    assert _lease_holder(cluster, chat.id) is None
+    assert len(fake_llm.requests_for(model)) == 3  # the paused replica's, made again, and the next one
+
+
+def _pause_outside_a_transaction(cluster: Cluster, replica: ServerProcess) -> None:
+    """SIGSTOPs a replica, at a moment none of its database connections is inside a transaction: one
+    paused mid-transaction (a lease round) would hold the chat's row lock and block the takeover forever."""
+    assert replica.proc is not None
+    for _ in range(50):
+        replica.proc.send_signal(signal.SIGSTOP)
+        ports = _local_ports(replica.proc.pid)
+        open_transactions = _sql(
+            cluster,
+            "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY($1::int[]) AND xact_start IS NOT NULL",
+            sorted(ports),
+        )
+        if ports and open_transactions == [0]:
+            return
+        replica.proc.send_signal(signal.SIGCONT)
+    raise AssertionError("the replica was inside a transaction each time it was paused")
+
+
+def _tcp_sockets(pid: int) -> list[tuple[int, int, int]]:
+    """(local port, remote port, unread bytes) of a process's TCP sockets, from Linux's /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    sockets = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            # sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            fields = line.split()
+            if fields[9] in inodes:
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                sockets.append((local, remote, int(fields[4].split(":")[1], 16)))
+    return sockets
+
+
+def _local_ports(pid: int) -> set[int]:
+    return {local for local, _, _ in _tcp_sockets(pid)}
+
+
+def _unread_bytes(pid: int, remote_port: int) -> int:
+    """What the process's connections to `remote_port` have received and not read yet."""
+    return sum(unread for _, remote, unread in _tcp_sockets(pid) if remote == remote_port)
 
 
 def _race(chat_id: str, *senders: tuple[Grpc, str]) -> dict[str, Any]:

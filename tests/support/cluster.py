@@ -15,7 +15,10 @@ from .stack import BehindEnvoy, ServerProcess, agentok_cli, create_key, free_por
 
 
 class Cluster(BehindEnvoy):
-    def __init__(self, root: Path, llm_base_url: str, replicas: int = 2) -> None:
+    def __init__(
+        self, root: Path, llm_base_url: str, replicas: int = 2, settings: dict[str, str] | None = None
+    ) -> None:
+        """`settings` overrides the AGENTOK_* defaults below for every replica."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.database_url = create_database()
@@ -30,6 +33,7 @@ class Cluster(BehindEnvoy):
             # Short leases: a dead replica's runs are taken over within ~2 s instead of ~6 s.
             "AGENTOK_LEASE_SECONDS": "1.5",
             "AGENTOK_LEASE_RENEW_SECONDS": "0.3",
+            **(settings or {}),
         }
         self.replicas: list[ServerProcess] = []
         for n in range(1, replicas + 1):
