@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import Keys
-from ..support.api import Rest, real_flow, unique_model, with_model
+from ..support.api import Rest, real_flow, two_agent_flow, unique_model, with_model
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.stack import Stack, create_key
 
@@ -99,6 +99,37 @@ def test_a_slow_model_times_out_and_the_error_names_the_endpoint_not_the_key(
         )
     finally:
         stack.stop()
+
+
+def test_a_transient_model_failure_is_retried_with_the_flows_key_and_settings(rest: Rest, fake_llm: FakeLlm) -> None:
+    model = unique_model("failonce-503")  # the first call gets a 503; the retry an answer
+    fake_llm.script(model, ["Sunny."])
+    flow = two_agent_flow(a={"human_input_mode": "NEVER", "max_consecutive_auto_reply": 0})
+    flow["llm_config"] = {"model": model, "api_key": "sk-flow-key", "temperature": 0.3, "max_tokens": 77}
+    chat = rest.create_chat(rest.create_flow(flow)["id"])
+    sent = rest.send(chat["id"], "weather?")
+    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+    assert rest.chat(chat["id"])["status"] == "completed", rest.chat(chat["id"])
+    assert [m["content"] for m in rest.messages(chat["id"])] == ["weather?", "Sunny."]
+    first, retry = fake_llm.recorded_for(model)  # exactly two requests: one failure, one retry
+    for request in (first, retry):
+        assert request.headers["authorization"] == "Bearer sk-flow-key"
+        assert (request.body["temperature"], request.body["max_tokens"]) == (0.3, 77)
+    assert retry.body == first.body
+
+
+def test_a_refused_model_call_ends_the_run_with_the_providers_reason_not_the_key(rest: Rest, fake_llm: FakeLlm) -> None:
+    model = unique_model("fail-401")  # its error body quotes the key it was sent, as OpenAI's does
+    flow = real_flow("14")
+    flow["llm_config"] = {"model": model, "api_key": "sk-leaky-secret-77"}
+    chat = rest.create_chat(rest.create_flow(flow)["id"])
+    sent = rest.send(chat["id"], "hello")
+    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"error"})
+    error = rest.chat(chat["id"])["error"]
+    assert "refused the request: HTTP 401: scripted failure; Incorrect API key provided: <redacted>." in error
+    assert "sk-leaky-secret-77" not in error
+    assert "sk-leaky-secret-77" not in rest.http.get(f"/chats/{chat['id']}/messages").text
+    assert len(fake_llm.requests_for(model)) == 1  # a 4xx is not retried
 
 
 def test_code_execution_when_the_server_allows_it(tmp_path: Path, llm_server: FakeLlmServer, fake_llm: FakeLlm) -> None:

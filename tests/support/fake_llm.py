@@ -109,8 +109,6 @@ class FakeLlm:
             self._recorded[model].append(Recorded(headers, body))
             count = len(self._recorded[model])
             self._changed.notify_all()
-            script = self._scripts.get(model)
-            scripted = script.popleft() if script else None
         delay = _mode_number(model, "slow-") or 0.0
         if (once := _mode_number(model, "slowonce-")) is not None and count == 1:
             delay = once
@@ -124,6 +122,9 @@ class FakeLlm:
             return Answer(int(status), json.dumps(error).encode(), delay)
         if model == "malformed" or model.startswith("malformed-"):
             return Answer(200, b'{"choices": "not a list"', delay)
+        with self._lock:  # a failed request uses up no scripted reply: the retry gets it
+            script = self._scripts.get(model)
+            scripted = script.popleft() if script else None
         last = body["messages"][-1]["content"] if body.get("messages") else ""
         content = scripted if scripted is not None else f"{last} ack"
         payload = {
