@@ -121,12 +121,65 @@ def test_sigterm_ends_watch_streams_with_a_final_event_and_runs_resume(
     assert not watcher.is_alive()
     assert "server_shutdown" in seen[-1], seen[-1]
 
+    # What the watcher saw before the shutdown: 1..k with no gap, and the final event says where it stopped.
+    stored = [int(e["seq"]) for e in seen if "message_added" in e or "status_changed" in e]
+    assert stored == list(range(1, len(stored) + 1)), seen
+    last = stored[-1]
+    assert int(seen[-1]["seq"]) == last
+
     stack.server.start()
     assert rest.chat(waiting["id"])["status"] == "wait_for_human_input"
-    events = _seqs_contiguous(rest, chat["id"])
-    assert events[-1]["status_changed"]["status"] == "completed"
+    # The watcher reconnects after the last seq it saw: the next event is exactly the one after it, and the
+    # rest follow with no gap and nothing repeated.
+    resumed = rest.wait_status(chat["id"], last, {"completed", "error"})
+    seqs = [int(e["seq"]) for e in resumed]
+    assert seqs[0] == last + 1 and seqs == list(range(last + 1, last + 1 + len(seqs))), seqs
+    assert resumed[-1]["status_changed"]["status"] == "completed"
+    events = _seqs_contiguous(rest, chat["id"])  # and a watcher replaying from 0 sees the same history
+    assert [e for e in events if int(e["seq"]) > last] == resumed
     done = rest.input(waiting["id"], "exit")
     rest.wait_status(waiting["id"], int(done["last_seq"]), {"completed"})
+
+
+def test_a_run_that_no_longer_replays_after_a_restart_ends_in_error(own_stack: tuple[Stack, Rest]) -> None:
+    """Journaled with code execution off, resumed with it on: the user proxy now runs the code where it
+    used to auto-reply, so the run can't be rebuilt; it ends `error` saying why, and runs nowhere."""
+    stack, rest = own_stack
+    code = "```python\nprint(6 * 7)\n```"
+    flow = two_agent_flow(
+        a={"human_input_mode": "ALWAYS", "enable_code_execution": True},
+        b={"disable_llm": True, "default_auto_reply": code},
+        edge={"max_turns": 3},
+    )
+    chat = rest.create_chat(rest.create_flow(flow)["id"])
+    sent = rest.send(chat["id"], "hello")
+    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    answered = rest.input(chat["id"], "")  # skip: the user proxy auto-replies (no code execution: empty)
+    rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input"})
+    before = rest.chat(chat["id"])
+    said = [m["content"] for m in rest.messages(chat["id"])]
+    assert said == ["hello", code, "", code]
+    other = rest.create_chat(rest.create_flow(two_agent_flow(a={"human_input_mode": "ALWAYS"}))["id"])
+    sent = rest.send(other["id"], "hi")
+    rest.wait_status(other["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+
+    stack.server.stop(signal.SIGTERM)
+    stack.env["AGENTOK_CODE_EXECUTION_ENABLED"] = "true"  # the restarted server runs code
+    stack.server.start()
+
+    events = rest.wait_status(chat["id"], int(before["last_seq"]), {"error", "completed", "running"})
+    assert events[-1]["status_changed"]["status"] == "error", events
+    failed = rest.chat(chat["id"])
+    assert failed["status"] == "error"
+    assert "could not be resumed after a restart" in failed["error"]
+    assert "where the run stored a message before the restart, it now ran code" in failed["error"], failed["error"]
+    assert "AGENTOK_CODE_EXECUTION_ENABLED" in failed["error"]
+    assert [m["content"] for m in rest.messages(chat["id"])] == said  # nothing stored twice, no code run
+    # No chat is left running: the other one, which replays fine, still waits for its person.
+    statuses = {c["id"]: c["status"] for c in rest.http.get("/chats", params={"page_size": 100}).json()["chats"]}
+    assert statuses == {chat["id"]: "error", other["id"]: "wait_for_human_input"}
+    # The error is an end like any other: a new message starts a new run.
+    assert rest.send(chat["id"], "again")["chat"]["status"] == "running"
 
 
 def test_restart_in_every_status(own_stack: tuple[Stack, Rest], fake_llm: FakeLlm) -> None:

@@ -50,7 +50,22 @@ class RunEnded(Exception):
 
 
 class ReplayMismatch(Exception):
-    """The journal does not match what the engine does now (the engine changed): the run can't resume."""
+    """The journal does not match what the engine does now (the engine or a setting that changes what a flow
+    does, such as code execution, changed): the run can't resume."""
+
+
+# What each journal entry records, for an error a chat's owner can read.
+_STEP = {
+    "say": "stored a message",
+    "llm": "called the model",
+    "exec": "ran code",
+    "human": "asked a person",
+    "choice": "chose a speaker at random",
+}
+_REPLAY_HINT = (
+    "the server's settings (e.g. AGENTOK_CODE_EXECUTION_ENABLED) or version changed since the run started; "
+    "send a new message to start a new run"
+)
 
 
 class _Run:
@@ -82,7 +97,8 @@ class _Run:
         entry = self.replay.popleft()
         self.steps += 1
         if entry.kind != kind:
-            raise ReplayMismatch(f"the journal has {entry.kind!r} where the engine now asks for {kind!r}")
+            before, now = _STEP.get(entry.kind, entry.kind), _STEP.get(kind, kind)
+            raise ReplayMismatch(f"where the run {before} before the restart, it now {now}: {_REPLAY_HINT}")
         if not self.replay:
             self.live.set()
         return entry
@@ -388,7 +404,7 @@ class RunManager:
         try:
             reason = await run_flow(run.spec, first_message, run, run.complete)
             if run.replay:
-                raise ReplayMismatch("the engine finished before its journal did")
+                raise ReplayMismatch(f"the run now ends before the point it had reached: {_REPLAY_HINT}")
             log.info("chat %s completed: %s", chat_id, reason)
             run.finishing = True
             await run._step([StatusChange(ChatStatus.COMPLETED)])
