@@ -40,14 +40,31 @@ class KeyService:
         self._touched: dict[str, float] = {}
 
     async def create(
-        self, owner: str, name: str, *, scope: KeyScope = KeyScope.CHAT, expires_at: datetime | None = None
+        self,
+        owner: str,
+        name: str,
+        *,
+        scope: KeyScope = KeyScope.CHAT,
+        expires_at: datetime | None = None,
+        creator: Identity | None = None,
     ) -> tuple[ApiKey, str]:
+        """A new key and its secret. `creator` is who asks over the API (None: the offline CLI); a key it
+        mints never outlives, nor outranks, an API key that minted it, or a stolen admin key could renew
+        itself forever by minting successors."""
         if not name.strip():
             raise invalid_field("name", "must not be empty")
         if not owner.strip():
             raise invalid_field("owner", "must not be empty")
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise invalid_field("expire_time", "must be in the future")
+        if creator is not None and creator.method is AuthMethod.API_KEY:
+            if scope is KeyScope.ADMIN and creator.scope is not KeyScope.ADMIN:
+                raise PermissionDenied(
+                    "an API key cannot create a key with a wider scope than its own", reason="SCOPE_TOO_WIDE"
+                )
+            parent = next((k for k in await self._repo.list_keys(owner) if k.id == creator.key_id), None)
+            if parent is not None and parent.expires_at is not None:
+                expires_at = parent.expires_at if expires_at is None else min(expires_at, parent.expires_at)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = await self._repo.insert_key(
             name=name.strip(),
