@@ -48,16 +48,23 @@ run-cluster: install gen
 	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok db upgrade
 	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok run --replicas 2
 
-## bench: the speed figures reported in the README
+## bench: the speed figures reported in the README; MODE=cluster: the same workloads on PostgreSQL with 1
+## and with 2 replicas, side by side (`make bench-cluster` is the same)
+MODE ?= sqlite
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(PY) bench/run.py
-
-## bench-cluster: the same workloads on PostgreSQL with 1 and with 2 replicas, side by side
-bench-cluster: install
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+ifeq ($(MODE),cluster)
 	tools/postgres.sh
-	$(PY) bench/run.py --cluster
+	$(PY) bench/run.py --cluster $(BENCH_ARGS)
+else ifeq ($(MODE),sqlite)
+	$(PY) bench/run.py $(BENCH_ARGS)
+	@echo "(make bench MODE=cluster: the same workloads on PostgreSQL with 1 and 2 replicas)"
+else
+	$(error MODE is sqlite (the default) or cluster, not $(MODE))
+endif
+
+bench-cluster:
+	$(MAKE) bench MODE=cluster
 
 clean:
 	rm -rf $(VENV) node_modules data .bench

@@ -270,26 +270,43 @@ async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
     return latencies
 
 
-def run_workloads(edge: str, key: str, args: argparse.Namespace, label: str, latency: bool) -> list[tuple[str, str]]:
-    results: list[tuple[str, str]] = []
+# The workloads, in the order the table lists them (a mode may leave one out).
+GET_CHAT = "`GET /chats/{id}` through Envoy (REST, wrk, 16 connections)"
+SESSIONS = "human-in-the-loop sessions through Envoy (gRPC, {clients} clients)"
+WATCH_ROUNDS = 300
+WATCH = f"WatchChat: message commit -> watcher through Envoy ({WATCH_ROUNDS} answer/reply rounds)"
+
+
+def run_workloads(edge: str, key: str, args: argparse.Namespace, label: str, latency: bool) -> dict[str, str]:
+    """Each workload's figure by workload; printed as it comes, as a full run takes minutes."""
+    results: dict[str, str] = {}
+
+    def report(workload: str, value: str) -> None:
+        results[workload] = value
+        print(f"{label}: {workload}: {value}", flush=True)
+
     rps = bench_get_chat(edge, key, args.seconds)
-    results.append((f"GetChat via Envoy REST, wrk -c16 ({label})", f"{rps:,.0f} req/s"))
-    print(results[-1], flush=True)
+    report(GET_CHAT, f"{rps:,.0f} req/s")
     sps = asyncio.run(bench_sessions(edge, key, args.seconds, args.clients))
-    results.append((f"HITL sessions via Envoy gRPC, {args.clients} clients ({label})", f"{sps:,.0f} sessions/s"))
-    print(results[-1], flush=True)
+    report(SESSIONS.format(clients=args.clients), f"{sps:,.0f} sessions/s")
     if latency:
-        lat = sorted(asyncio.run(bench_watch_latency(edge, key, rounds=300)))
+        lat = sorted(asyncio.run(bench_watch_latency(edge, key, rounds=WATCH_ROUNDS)))
         p50 = statistics.median(lat)
         p99 = lat[int(len(lat) * 0.99) - 1]
-        results.append(
-            (
-                f"WatchChat event latency via Envoy gRPC, {len(lat)} messages ({label})",
-                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
-            )
-        )
-        print(results[-1], flush=True)
+        report(WATCH, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(lat)} messages)")
     return results
+
+
+def side_by_side(columns: dict[str, dict[str, str]]) -> str:
+    """One markdown table: a row per workload, a column per configuration ("-" where one was not run)."""
+    workloads = list(dict.fromkeys(w for figures in columns.values() for w in figures))
+    lines = [
+        "| workload | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for workload in workloads:
+        lines.append(f"| {workload} | " + " | ".join(f.get(workload, "-") for f in columns.values()) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -302,20 +319,21 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
-    results: list[tuple[str, str]] = []
+    columns: dict[str, dict[str, str]] = {}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
     if args.cluster:
+        # The same workloads, auth on as deployed, each configuration on a database of its own.
         for replicas in (1, 2):
+            label = f"PostgreSQL, {replicas} replica{'s' if replicas > 1 else ''}"
             with postgres_database() as url, stack(True, url, replicas) as (edge, key):
-                label = f"PostgreSQL, {replicas} replica{'s' if replicas > 1 else ''}"
-                results += run_workloads(edge, key, args, label, latency=True)
+                columns[label] = run_workloads(edge, key, args, label, latency=True)
     else:
         for auth in (True, False):
+            label = f"SQLite, auth {'on' if auth else 'off'}"
             with stack(auth) as (edge, key):
-                results += run_workloads(edge, key, args, "auth on" if auth else "auth off", latency=auth)
-    print("\n| workload | result |\n|---|---|")
-    for name, value in results:
-        print(f"| {name} | {value} |")
+                columns[label] = run_workloads(edge, key, args, label, latency=auth)
+    print()
+    print(side_by_side(columns))
 
 
 if __name__ == "__main__":
