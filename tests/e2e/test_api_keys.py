@@ -114,3 +114,15 @@ def test_key_management_over_native_grpc(stack: Stack, tokens: TokenFactory) -> 
                 api_key_service_pb2.ListApiKeysRequest(), metadata=(("x-api-key", created.secret),), timeout=10
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_key_minted_by_an_expiring_admin_key_expires_with_it(stack: Stack) -> None:
+    out = agentok_cli(stack.env, "keys", "create", "temp-ops", "--owner", "kira", "--admin", "--expires-in", "1h")
+    admin_key = out.strip().splitlines()[-1]
+    with _client(stack, key=admin_key) as http:
+        parent = next(k for k in http.get("/api-keys").json()["api_keys"] if k["name"] == "temp-ops")
+        r = http.post("/api-keys", json={"name": "forever"})  # asks for no expiry at all
+        assert r.status_code == 200, r.text
+        assert r.json()["api_key"]["expire_time"] == parent["expire_time"]
+        r = http.post("/api-keys", json={"name": "later", "expire_time": "2999-01-01T00:00:00Z"})
+        assert r.status_code == 200 and r.json()["api_key"]["expire_time"] == parent["expire_time"]

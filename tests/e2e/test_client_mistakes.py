@@ -16,8 +16,9 @@ import pytest
 from agentok.v1 import chat_service_pb2
 
 from ..conftest import Keys
-from ..support.api import Grpc, Rest, error_reason, real_flow, two_agent_flow, with_model
-from ..support.fake_llm import FakeLlmServer
+from ..support.api import Grpc, Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
+from ..support.fake_llm import FakeLlm, FakeLlmServer
+from ..support.postgres import create_database, drop_database
 from ..support.stack import Stack, create_key
 
 
@@ -217,3 +218,49 @@ def test_request_ids_up_to_128_characters_are_accepted_on_every_write(rest: Rest
     rest.wait_status(chat["id"], int(r.json()["chat"]["last_seq"]), {"wait_for_human_input"})
     r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "exit", "request_id": longest})
     assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def postgres_rest(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer) -> Iterator[Rest]:
+    """The same mistakes on PostgreSQL, where NUL and out-of-range dates used to be database errors (500s)."""
+    url = create_database()
+    stack = Stack(tmp_path_factory.mktemp("pg-stack"), llm_server.base_url, extra_env={"AGENTOK_DATABASE_URL": url})
+    try:
+        stack.start()
+        _, key = create_key(stack.env, "pg", "pg-owner")
+        yield Rest(stack.rest_url, key)
+    finally:
+        stack.stop()
+        drop_database(url)
+
+
+def test_on_postgres_nul_and_forged_tokens_are_400s_and_nothing_is_stored(postgres_rest: Rest) -> None:
+    rest = postgres_rest
+    flow = rest.create_flow(_fixed_reply_flow())
+    r = rest.http.post("/chats", json={"name": "a\u0000b", "from_type": "flow", "from_flow": flow["id"]})
+    assert r.status_code == 400 and "NUL" in r.json()["message"]
+    r = rest.http.post("/flows", json={"name": "n\u0000", "flow": _fixed_reply_flow()})
+    assert r.status_code == 400 and "NUL" in r.json()["message"]
+    chat = rest.create_chat(flow["id"])
+    r = rest.http.post(f"/chats/{chat['id']}/messages", json={"message": "a\u0000b"})
+    assert r.status_code == 400 and rest.messages(chat["id"]) == []
+    for path, token in (
+        ("/chats", _token("0001-01-01T00:00:00+00:00", "x")),
+        ("/chats", _token("2026-01-01T00:00:00+00:00", "a\x00b")),
+        (f"/chats/{chat['id']}/messages", _token(2**63)),
+    ):
+        r = rest.http.get(path, params={"page_token": token})
+        assert r.status_code == 400 and "page_token" in r.json()["message"], (path, r.text)
+    assert [c["id"] for c in rest.http.get("/chats").json()["chats"]] == [chat["id"]]
+
+
+def test_on_postgres_a_model_answer_with_nul_is_stored_with_a_replacement(
+    postgres_rest: Rest, fake_llm: FakeLlm
+) -> None:
+    model = unique_model()
+    fake_llm.script(model, ["before\u0000after"])
+    chat = postgres_rest.create_chat(postgres_rest.create_flow(with_model(real_flow("13"), model))["id"])
+    sent = postgres_rest.send(chat["id"], "hello")
+    postgres_rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input", "error"})
+    assert postgres_rest.chat(chat["id"])["status"] == "wait_for_human_input"
+    assert [m["content"] for m in postgres_rest.messages(chat["id"])] == ["hello", "before\ufffdafter"]

@@ -11,6 +11,7 @@ from ..storage.repository import Repository
 from . import paging
 from .errors import NotFound, PermissionDenied, Unauthenticated, invalid_field
 from .model import ApiKey, AuthMethod, Identity, KeyScope
+from .text import check_text
 
 KEY_PREFIX = "atk_"
 TOUCH_INTERVAL = 60.0  # seconds between last-used updates of one key
@@ -55,6 +56,8 @@ class KeyService:
             raise invalid_field("name", "must not be empty")
         if not owner.strip():
             raise invalid_field("owner", "must not be empty")
+        check_text("name", name)
+        check_text("owner", owner)
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise invalid_field("expire_time", "must be in the future")
         if creator is not None and creator.method is AuthMethod.API_KEY:

@@ -34,6 +34,7 @@ from .model import (
     StatusChange,
     TimeoutAction,
 )
+from .text import storable
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ class _Run:
             self._endpoint = resolve_endpoint(
                 self.spec.llm, base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key
             )
-        text = await self.manager.llm.complete(self._endpoint, messages)
+        # Replaced before it is journaled, so a replay feeds the engine exactly what the live run saw.
+        text = storable(await self.manager.llm.complete(self._endpoint, messages))
         await self._step([], journal=[JournalEntry("llm", text)])
         return text
 
@@ -152,7 +154,7 @@ class _Run:
         entry = self._replayed("exec")
         if entry is not None:
             return entry.value or ""
-        output = await self.manager.executor.run(blocks)
+        output = storable(await self.manager.executor.run(blocks))
         await self._step([], journal=[JournalEntry("exec", output)])
         return output
 

@@ -21,6 +21,12 @@ def check_text(field: str, value: str) -> str:
     return value
 
 
+def storable(value: str) -> str:
+    """Text the server did not get from a client (a model's answer, code output): stored with U+FFFD in
+    place of NUL, since refusing it would end a run over one character."""
+    return value.replace(_NUL, "\ufffd")
+
+
 def check_json_text(field: str, value: Any) -> None:
     """Every string of a JSON document, keys included; iterative, so a deep document cannot overflow the stack."""
     stack = [value]

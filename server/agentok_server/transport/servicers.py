@@ -169,7 +169,11 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         self.keys.require_key_manager(identity)
         expires_at = request.expire_time.ToDatetime(tzinfo=UTC) if request.HasField("expire_time") else None
         key, secret = await self.keys.create(
-            identity.owner, request.name, scope=convert.scope_from_proto(request.scope), expires_at=expires_at
+            identity.owner,
+            request.name,
+            scope=convert.scope_from_proto(request.scope),
+            expires_at=expires_at,
+            creator=identity,
         )
         return ks.CreateApiKeyResponse(api_key=convert.api_key(key), secret=secret)
 
