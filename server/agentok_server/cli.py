@@ -34,6 +34,7 @@ app.add_typer(db_app, name="db")
 def _with_keys(settings: Settings, use: Callable[[KeyService], Awaitable[T]]) -> T:
     """Runs `use` with a key service on the configured database, then closes the database."""
     from .app import open_repository
+    from .domain.errors import DomainError
     from .domain.keys import KeyService
     from .storage.schema import SchemaOutOfDate
 
@@ -45,6 +46,9 @@ def _with_keys(settings: Settings, use: Callable[[KeyService], Awaitable[T]]) ->
             raise typer.Exit(1) from None
         try:
             return await use(KeyService(repo, cache_seconds=0))
+        except DomainError as err:  # the operator's mistake: one line, not a traceback
+            typer.echo(err.message, err=True)
+            raise typer.Exit(1) from None
         finally:
             await repo.dispose()
 
@@ -136,6 +140,8 @@ def db_upgrade() -> None:
         before, after = schema.upgrade(Settings().usable_database_url())
     if before == after:
         typer.echo(f"the schema is up to date (revision {after})")
+    elif before == schema.PRE_MIGRATIONS:
+        typer.echo(f"adopted a database made before migrations (its data kept) and upgraded it to revision {after}")
     else:
         typer.echo(f"upgraded the schema from {before or 'empty'} to revision {after}")
 
@@ -219,7 +225,8 @@ def run(
         )
         raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_stack(settings, replicas)
+    with _database_errors():  # e.g. a database this build can neither adopt nor migrate: say why, no traceback
+        run_stack(settings, replicas)
 
 
 if __name__ == "__main__":

@@ -679,7 +679,8 @@ def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
         source, target = str(edge.get("source")), str(edge.get("target"))
         for end, end_id in (("source", source), ("target", target)):
             if end_id not in by_id:
-                raise _fail(f"flow.edges[{i}].{end}", f"edge {edge.get('id')!r} points to no node ({end_id!r})")
+                name = f"edge {edge['id']!r}" if edge.get("id") else f"edge {i}"
+                raise _fail(f"flow.edges[{i}].{end}", f"{name} points to no node ({end_id!r})")
         data = edge.get("data") or {}
         if data.get("tools"):
             raise _fail(
