@@ -225,8 +225,13 @@ def run(
         )
         raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with _database_errors():  # e.g. a database this build can neither adopt nor migrate: say why, no traceback
+    from .storage.schema import SchemaOutOfDate
+
+    try:
         run_stack(settings, replicas)
+    except SchemaOutOfDate as err:  # a database this build can neither adopt nor migrate: why, not a traceback
+        typer.echo(f"agentok run: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":
