@@ -209,6 +209,28 @@ async def test_a_database_made_before_migrations_is_adopted_with_its_data(tmp_pa
     assert await sync(schema.upgrade, url) == (schema.head_revision(), schema.head_revision())
 
 
+async def test_a_database_with_revision_0001s_tables_but_no_history_is_adopted(url: str) -> None:
+    """What builds between the replica work and migrations made (on PostgreSQL too): 0001 exactly, unstamped."""
+    await sync(schema.upgrade, url)
+    await sync(schema.downgrade, url, "0001")
+    engine = make_engine(url)
+    try:
+        if isinstance(engine, Engine):
+            with engine.begin() as conn:
+                conn.execute(text("DROP TABLE alembic_version"))
+        else:
+            async with engine.begin() as aconn:
+                await aconn.execute(text("DROP TABLE alembic_version"))
+    finally:
+        if isinstance(engine, Engine):
+            engine.dispose()
+        else:
+            await engine.dispose()
+    assert await sync(schema.current_revision, url) is None
+    assert await sync(schema.upgrade, url) == (schema.PRE_MIGRATIONS, schema.head_revision())  # type: ignore[misc]
+    await _check(url)
+
+
 def test_a_half_adopted_database_is_finished(tmp_path: Path) -> None:
     """An adoption interrupted after adding the lease columns (SQLite commits DDL as it goes) is finished."""
     url = _sqlite_with(
