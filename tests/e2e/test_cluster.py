@@ -175,10 +175,12 @@ def test_a_watcher_catches_up_from_storage_when_its_replica_lost_its_notificatio
     stream = one.watch(chat.id, after_seq=0, timeout=NOTIFY_DEADLINE)
     _send(two, chat.id, "hello")
     _events_until(stream, {Status.wait_for_human_input})
-    # Cut replica 1's LISTEN connection: what replica 2 commits meanwhile is never notified to it.
+    # Cut replica 1's LISTEN connection: what replica 2 commits meanwhile is never notified to it. (Only this
+    # cluster's database: the module's other cluster names its replicas alike.)
     assert _sql(
         cluster,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = $1 AND datname = current_database()",
         "agentok replica-1 listener",
     ) == [True]
     req = chat_service_pb2.SendInputRequest(chat_id=chat.id, message="x")
@@ -192,7 +194,7 @@ def test_a_watcher_catches_up_from_storage_when_its_replica_lost_its_notificatio
         lambda: (
             _sql(
                 cluster,
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
                 "agentok replica-1 listener",
             )
             == [1]
