@@ -78,7 +78,7 @@ def free_port() -> int:
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    """A throw-away database in the machine's PostgreSQL (`make bench-cluster` makes sure one runs)."""
+    """A throw-away database in the machine's PostgreSQL (`make bench MODE=cluster` makes sure one runs)."""
     admin = os.environ.get("AGENTOK_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"agentok_bench_{uuid.uuid4().hex[:10]}"
 
