@@ -54,9 +54,13 @@ class Cluster(BehindEnvoy):
 
     def start(self) -> Cluster:
         agentok_cli(self.base_env, "db", "upgrade")
-        for replica in self.replicas:
-            replica.start()
-        self.envoy.start()
+        try:
+            for replica in self.replicas:
+                replica.start()
+            self.envoy.start()
+        except BaseException:
+            self.stop()  # no process outlives a cluster that failed to start
+            raise
         return self
 
     def key(self, owner: str) -> str:

@@ -130,10 +130,15 @@ class Stack(BehindEnvoy):
 
     def start(self) -> Stack:
         agentok_cli(self.env, "db", "upgrade")  # as a deployment does: the server only checks the schema
-        self.server.start()
-        self.envoy.start()
+        try:
+            self.server.start()
+            self.envoy.start()
+        except BaseException:
+            self.stop()  # no process outlives a stack that failed to start
+            raise
         return self
 
     def stop(self) -> None:
         self.envoy.stop()
-        self.server.stop()
+        if self.server.proc is not None and self.server.proc.poll() is None:
+            self.server.stop()
