@@ -126,6 +126,16 @@ def _contents(client: Grpc, chat_id: str) -> list[str]:
     return [m.content for m in client.chats.ListMessages(req, metadata=client.metadata, timeout=10).messages]
 
 
+
+def _model_then_fixed_reply(model: str) -> dict[str, Any]:
+    """User (fixed reply "A", once) <-> a model agent: hello, <model>, A, <model>, then the run completes."""
+    flow = two_agent_flow(
+        a={"human_input_mode": "NEVER", "default_auto_reply": "A", "max_consecutive_auto_reply": 1},
+        b={"max_consecutive_auto_reply": 5},
+    )
+    flow["llm_config"] = {"model": model}
+    return flow
+
 def test_a_chat_created_through_one_replica_is_served_by_the_other(
     cluster: Cluster, clients: tuple[Grpc, Grpc]
 ) -> None:
@@ -250,12 +260,7 @@ def test_the_other_replica_finishes_a_run_whose_replica_was_killed(
         key = cluster.key("dora")
         one, two = (Grpc(r.target, key) for r in cluster.replicas)
         model = unique_model("slowonce-30")  # the first call hangs: replica 2 dies in it
-        flow = two_agent_flow(
-            a={"human_input_mode": "NEVER", "default_auto_reply": "A", "max_consecutive_auto_reply": 1},
-            b={"max_consecutive_auto_reply": 5},
-        )
-        flow["llm_config"] = {"model": model}
-        chat = one.create_chat(one.create_flow(flow))
+        chat = one.create_chat(one.create_flow(_model_then_fixed_reply(model)))
         stream = one.watch(chat.id, after_seq=0, timeout=60)
         _send(two, chat.id, "hello")
         fake_llm.wait_for_requests(model, 1)
@@ -286,12 +291,7 @@ def test_a_paused_lease_holder_writes_nothing_once_another_replica_took_its_run_
     paused = cluster.replicas[1]
     assert paused.proc is not None
     model = unique_model("slow-4")  # every call takes 4 s: the paused replica's reply comes while it sleeps
-    flow = two_agent_flow(
-        a={"human_input_mode": "NEVER", "default_auto_reply": "A", "max_consecutive_auto_reply": 1},
-        b={"max_consecutive_auto_reply": 5},
-    )
-    flow["llm_config"] = {"model": model}
-    chat = one.create_chat(one.create_flow(flow))
+    chat = one.create_chat(one.create_flow(_model_then_fixed_reply(model)))
     stream = one.watch(chat.id, after_seq=0, timeout=60)
     _send(two, chat.id, "hello")
     fake_llm.wait_for_requests(model, 1)

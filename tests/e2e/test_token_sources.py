@@ -20,6 +20,26 @@ from ..support.stack import Stack, agentok_cli, free_port
 from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 
+def _serve_jwks(body: bytes, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    """A JWKS endpoint on a free loopback port (over TLS with `tls`), serving `body` to every GET."""
+
+    class Jwks(BaseHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
 def test_agentok_token_signs_tokens_the_default_config_trusts(tmp_path: Path, llm_server: FakeLlmServer) -> None:
     jwks = ensure_dev_keys(tmp_path / "data" / "dev-jwt")  # what `make run` does
     stack = Stack(tmp_path, llm_server.base_url, jwt=JwtConfig("agentok-dev", "agentok", jwks_file=jwks)).start()
@@ -35,19 +55,7 @@ def test_a_remote_jwks_uri(tmp_path: Path, llm_server: FakeLlmServer) -> None:
     tokens = TokenFactory(tmp_path / "keys")
     body = tokens.jwks_file.read_bytes()
 
-    class Jwks(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = _serve_jwks(body)
     uri = f"http://127.0.0.1:{httpd.server_address[1]}/.well-known/jwks.json"
     stack = Stack(tmp_path / "stack", llm_server.base_url, jwt=JwtConfig(ISSUER, AUDIENCE, jwks_uri=uri)).start()
     try:
@@ -126,22 +134,9 @@ def test_an_https_jwks_is_fetched_only_from_a_verified_server(tmp_path: Path, ll
     body = tokens.jwks_file.read_bytes()
     ca_file, cert_file, key_file = _ca_and_server_cert(tmp_path / "tls", "localhost")
 
-    class Jwks(BaseHTTPRequestHandler):
-        def log_message(self, *_: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert_file, key_file)
-    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = _serve_jwks(body, tls)
     port = httpd.server_address[1]
 
     def jwt(uri: str, ca: Path | None) -> JwtConfig:
