@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from .transport.rpc import Authenticator, add_servicer
 from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer
 
 log = logging.getLogger(__name__)
+
+
+class PortInUse(Exception):
+    """A port the server needs cannot be bound; the message names the setting that moves it."""
 
 
 @dataclass
@@ -143,25 +148,43 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     )
     await app.set_serving(True)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not bind the gRPC server to {address}")
+        raise PortInUse(f"the gRPC port {address} is not free (or not this host's): set AGENTOK_GRPC_PORT")
     return server, port
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Runs until SIGTERM/SIGINT, then stops accepting, ends watch streams and stops runs cleanly."""
+async def serve(
+    settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Runs until SIGTERM/SIGINT (or `stop` is set), then stops accepting, ends watch streams and stops runs
+    cleanly."""
     app = await build_app(settings)
+    # Both ports are bound before anything runs: a port in use is one clear error, with nothing to unwind.
+    authz = AuthzHttpServer(app.keys, app.edge)
+    try:
+        authz_port = await authz.start(settings.grpc_host, settings.authz_port)
+        server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
+    except OSError as err:
+        await authz.stop()
+        await app.close()
+        address = f"{settings.grpc_host}:{settings.authz_port}"
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise PortInUse(f"the key-check port {address} is not free ({reason}): set AGENTOK_AUTHZ_PORT") from None
+    except PortInUse:
+        await authz.stop()
+        await app.close()
+        raise
     await app.start_background()
     await app.runs.resume_all()
-    server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    authz = AuthzHttpServer(app.keys, app.edge)
-    authz_port = await authz.start(settings.grpc_host, settings.authz_port)
     log.info("ext_authz check endpoint on %s:%d", settings.grpc_host, authz_port)
     log.info("gRPC server listening on %s:%d", settings.grpc_host, port)
     print(f"agentok gRPC server listening on {settings.grpc_host}:{port}", flush=True)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -198,13 +198,14 @@ def token(
 @app.command()
 def serve() -> None:
     """Runs the gRPC server alone (Envoy not included)."""
+    from .app import PortInUse
     from .app import serve as serve_app
     from .storage.schema import SchemaOutOfDate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve_app(Settings()))
-    except SchemaOutOfDate as err:
+    except (SchemaOutOfDate, PortInUse) as err:
         typer.echo(f"agentok serve: {err}", err=True)
         raise typer.Exit(1) from None
 
@@ -225,11 +226,13 @@ def run(
         )
         raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .app import PortInUse
+    from .launcher import EdgeFailed
     from .storage.schema import SchemaOutOfDate
 
     try:
         run_stack(settings, replicas)
-    except SchemaOutOfDate as err:  # a database this build can neither adopt nor migrate: why, not a traceback
+    except (SchemaOutOfDate, PortInUse, EdgeFailed) as err:  # why it cannot start, not a traceback
         typer.echo(f"agentok run: {err}", err=True)
         raise typer.Exit(1) from None
 

@@ -101,11 +101,22 @@ async def _prepare(settings: Settings) -> str | None:
     return await ensure_first_key(settings)
 
 
+class EdgeFailed(Exception):
+    """Envoy would not start; the message is the reason from its log."""
+
+
+_EDGE_HINT = " (AGENTOK_HTTP_PORT and AGENTOK_ENVOY_ADMIN_PORT move its ports)"
+
+
+def _last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
+
+
 async def _run(settings: Settings) -> None:
     """One replica: the server in this process, Envoy beside it."""
     secret = await _prepare(settings)
-    ready = asyncio.Event()
-    server = asyncio.create_task(serve(settings, ready=ready))
+    ready, stop = asyncio.Event(), asyncio.Event()
+    server = asyncio.create_task(serve(settings, ready=ready, stop=stop))
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait({server, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
     if server.done():
@@ -115,7 +126,12 @@ async def _run(settings: Settings) -> None:
     upstreams = [Upstream(settings.grpc_host, settings.grpc_port, settings.authz_port)]
     envoy = _envoy(settings, upstreams)
     try:
-        await asyncio.to_thread(envoy.start)
+        try:
+            await asyncio.to_thread(envoy.start)
+        except RuntimeError as err:
+            stop.set()  # the server shuts down as on Ctrl-C: nothing is left half-running
+            await server
+            raise EdgeFailed(f"Envoy could not start: {_last_line(str(err))}{_EDGE_HINT}") from None
         print(_banner(settings, secret, upstreams), flush=True)
         await server
     finally:
@@ -151,7 +167,10 @@ async def _run_replicas(settings: Settings, replicas: int) -> None:
             )
         for upstream, proc in zip(upstreams, procs, strict=True):
             await _wait_healthy(upstream, proc)
-        await asyncio.to_thread(envoy.start)
+        try:
+            await asyncio.to_thread(envoy.start)
+        except RuntimeError as err:  # the replicas are stopped below
+            raise EdgeFailed(f"Envoy could not start: {_last_line(str(err))}{_EDGE_HINT}") from None
         print(_banner(settings, secret, upstreams), flush=True)
         await _supervise(settings, upstreams, procs, stop)
     finally:

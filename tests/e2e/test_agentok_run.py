@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import stat
 import subprocess
 import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ..support.api import Rest, real_flow, with_model
 from ..support.fake_llm import FakeLlmServer
@@ -72,6 +74,7 @@ def test_agentok_run_prints_a_working_key_and_agentok_token_works(tmp_path: Path
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,  # its own process group: a failed test can take Envoy down with it
     )
     try:
         lines, seen = _lines(proc), []
@@ -98,7 +101,7 @@ def test_agentok_run_prints_a_working_key_and_agentok_token_works(tmp_path: Path
         assert proc.wait(timeout=60) == 0, seen
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the Envoy it started
             proc.wait()
     # Envoy went with it: nothing listens on its port any more.
     try:
@@ -106,3 +109,29 @@ def test_agentok_run_prints_a_working_key_and_agentok_token_works(tmp_path: Path
         raise AssertionError("Envoy still answers after agentok run stopped")
     except httpx.TransportError:
         pass
+
+
+@pytest.mark.parametrize("taken", ["AGENTOK_GRPC_PORT", "AGENTOK_AUTHZ_PORT", "AGENTOK_HTTP_PORT"])
+def test_a_port_in_use_is_one_line_naming_the_setting(tmp_path: Path, taken: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENTOK_DATABASE_URL", "DATABASE_URL")}
+    ports = {name: free_port() for name in ("AGENTOK_GRPC_PORT", "AGENTOK_AUTHZ_PORT", "AGENTOK_HTTP_PORT")}
+    env.update({name: str(port) for name, port in ports.items()})
+    env.update(AGENTOK_DATA_DIR=str(tmp_path / "data"), AGENTOK_ENVOY_ADMIN_PORT=str(free_port()))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[taken]))
+        squatter.listen()
+        done = subprocess.run(
+            [str(VENV_BIN / "agentok"), "run"], env=env, capture_output=True, text=True, timeout=90
+        )
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    # Its last line says why (gRPC's C core logs a line of its own before it for the gRPC port).
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("agentok run: ") and str(ports[taken]) in line, done.stderr
+    # The setting that moves it (Envoy's listener is AGENTOK_HTTP_PORT).
+    assert taken in line, line
+    # Nothing it started is left listening.
+    for name, port in ports.items():
+        if name != taken:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
