@@ -65,7 +65,7 @@ class KeyService:
                 raise PermissionDenied(
                     "an API key cannot create a key with a wider scope than its own", reason="SCOPE_TOO_WIDE"
                 )
-            parent = next((k for k in await self._repo.list_keys(owner) if k.id == creator.key_id), None)
+            parent = await self._repo.get_key(creator.key_id, owner) if creator.key_id else None
             if parent is not None and parent.expires_at is not None:
                 expires_at = parent.expires_at if expires_at is None else min(expires_at, parent.expires_at)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -243,6 +243,12 @@ class Repository:
             res = await conn.execute(query.values(revoked_at=now()))
         return bool(res.rowcount)
 
+    async def get_key(self, key_id: str, owner: str) -> ApiKey | None:
+        query = select(API_KEY).where(API_KEY.c.id == key_id, API_KEY.c.owner == owner)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return convert.api_key(row) if row else None
+
     async def key_for_hash(self, secret_hash: str) -> ApiKey | None:
         """The active (not revoked) key with this secret hash; expiry is the caller's to judge."""
         async with self._read() as conn:
