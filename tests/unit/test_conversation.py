@@ -261,6 +261,32 @@ async def test_max_turns_respects_recipient_mcar_against_initiator_counter() -> 
     assert out.prompts == [ask_always("B", "A")] * 2
 
 
+async def test_max_turns_goes_on_after_the_recipient_gives_no_reply() -> None:
+    """Regression (once a bug in conversation.py `run`, the max_turns loop: the recipient's None ended the chat).
+
+    autogen 0.14.1 initiate_chat with max_turns sends each turn's message with request_reply=True and
+    breaks only on the initiator's own None; the recipient's reply is sent back only when it is not None.
+    B (NEVER, mcar 1) auto-replies once; to A's typed "a1" its check_termination_and_human_reply hits the
+    limit, resets its counter and returns None, so B says nothing; turn 3 asks A again, and B, its counter
+    reset, auto-replies to "a2". The engine used to end the chat after "a1".
+    """
+    spec = two_agent_spec(agent("A", reply="A", mode="ALWAYS"), agent("B", reply="B", mcar=1), max_turns=3)
+    out = await run_chat(spec, answers=["a1", "a2"])
+    assert out.said == [("A", "hello"), ("B", "B"), ("A", "a1"), ("A", "a2"), ("B", "B")]
+    assert [(m.sender, m.receiver) for m in out.messages] == [("B", "A"), ("A", "B"), ("A", "B"), ("B", "A")]
+    assert out.prompts == [ask_always("A", "B")] * 2
+    assert out.reason == "maximum turns (3) reached"
+
+
+async def test_max_turns_recipient_exit_skips_its_reply_only() -> None:
+    # Same loop: 'exit' typed for the recipient makes its reply None, which ends no max_turns chat.
+    spec = two_agent_spec(agent("A", reply="A"), agent("B", reply="B", mode="ALWAYS"), max_turns=2)
+    out = await run_chat(spec, answers=["exit", ""])
+    assert out.said == [("A", "hello"), ("A", "A"), ("B", "B")]
+    assert out.prompts == [ask_always("B", "A")] * 2
+    assert out.reason == "maximum turns (2) reached"
+
+
 # --------------------------------------------------------------------------------------------------
 # termination messages
 

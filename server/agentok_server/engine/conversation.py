@@ -49,22 +49,28 @@ class TwoAgentChat:
                     return why
                 await self._say(receiver, sender, reply, io)
                 sender, receiver = receiver, sender
+        # AutoGen's `initiate_chat(max_turns=N)`: each turn the initiator sends and requests a reply, and the
+        # recipient's reply comes back without one. Only the initiator's side ends the loop early: the
+        # checks below and its own None. The recipient's None (its limit, a person's 'exit', a termination
+        # message it received) just means no reply this turn; its reply check reset its counter, and the
+        # initiator is asked again next turn (notes §1).
         for turn in range(self.max_turns):
-            # AutoGen starts each round by comparing the initiator's count of auto-replies to the recipient
-            # with the recipient's limit; a recipient that asks a person ALWAYS is stopped only by this.
+            # The initiator's count of auto-replies to the recipient against the recipient's limit: a
+            # recipient that asks a person ALWAYS is stopped only by this.
             if self.state.auto_replies.get(a.node_id, 0) >= b.max_consecutive_auto_reply:
                 return f"maximum consecutive auto-replies of {b.name!r} reached"
             if turn > 0:
+                # The recipient's own termination test on the last message the initiator holds: its reply,
+                # or the initiator's own message when the recipient gave none.
+                if b.is_termination_msg(self.state.history[-1].content):
+                    return f"termination message from {b.name!r}"
                 message, why = await self._reply(a, b, io)
                 if message is None:
                     return why
                 await self._say(a, b, message, io)
-            reply, why = await self._reply(b, a, io)
-            if reply is None:
-                return why
-            await self._say(b, a, reply, io)
-            if b.is_termination_msg(reply.content):
-                return f"termination message from {b.name!r}"
+            reply, _ = await self._reply(b, a, io)
+            if reply is not None:
+                await self._say(b, a, reply, io)
         return f"maximum turns ({self.max_turns}) reached"
 
     def last_message(self) -> str:
