@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from typing import Any
 
 from ..engine.flow_spec import parse_flow
 from ..storage.repository import Repository
 from . import paging
-from .errors import flow_not_found
+from .errors import flow_not_found, invalid_field
 from .model import Flow
 from .text import check_json_text, check_text, is_clean_text
 
@@ -30,6 +32,7 @@ class FlowService:
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
         check_text("name", name)
+        check_finite_numbers("flow", graph)
         spec = parse_flow(graph, code_execution=self._code_execution)
         check_json_text("flow", graph)
         return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
@@ -53,6 +56,28 @@ class FlowService:
     async def delete(self, owner: str, flow_id: str) -> None:
         if not is_clean_text(flow_id) or not await self._repo.delete_flow(owner, flow_id):
             raise flow_not_found(flow_id)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_finite_numbers(field: str, value: Any) -> None:
+    """A native gRPC Struct can carry NaN and ±Infinity, which JSON (REST, PostgreSQL's jsonb, the flow's
+    readers) has no way to write: refused with the path to the first one, before anything reads the flow.
+    Iterative, so a deep document cannot overflow the stack."""
+    stack: list[tuple[str, Any]] = [(field, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            name = "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+            raise invalid_field(path, f"{name} is not a JSON number")
+        if isinstance(item, dict):
+            # Reversed, so the first offending value in document order is the one named.
+            for key, child in reversed(list(item.items())):
+                step = f".{key}" if _PLAIN_KEY.fullmatch(str(key)) else f"[{json.dumps(key)}]"
+                stack.append((path + step, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
 
 
 def _flow_bytes(flow: Flow) -> int:

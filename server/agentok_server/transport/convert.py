@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -118,6 +118,25 @@ def event(e: ChatEvent) -> chat_pb2.ChatEvent:
     else:
         out.keep_alive.SetInParent()
     return out
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's Struct as plain Python values, as json_format.MessageToDict gives them (numbers are
+    floats) except that NaN and ±Infinity come through as floats instead of raising: the domain refuses
+    them with the field they are in (domain.flows.check_finite_numbers). Protobuf's decoder has already
+    limited the nesting depth, so recursion is bounded."""
+    return {key: _value(value) for key, value in struct.fields.items()}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(value, kind)
 
 
 def flow(f: Flow) -> flow_pb2.Flow:

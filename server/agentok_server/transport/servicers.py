@@ -7,7 +7,6 @@ from datetime import UTC
 from typing import TypeAlias
 
 import grpc
-from google.protobuf import json_format
 
 from agentok.v1 import api_key_service_pb2 as ks
 from agentok.v1 import api_key_service_pb2_grpc
@@ -136,7 +135,7 @@ class FlowServicer(fs_grpc.FlowServiceServicer):
     async def CreateFlow(
         self, request: fs.CreateFlowRequest, context: Ctx, identity: Identity
     ) -> fs.CreateFlowResponse:
-        graph = json_format.MessageToDict(request.flow) if request.HasField("flow") else None
+        graph = convert.struct_to_dict(request.flow) if request.HasField("flow") else None
         flow = await self.flows.create(identity.owner, request.name, graph)  # type: ignore[arg-type]
         return fs.CreateFlowResponse(flow=convert.flow(flow))
 
