@@ -123,6 +123,8 @@ async def build_app(settings: Settings) -> App:
                 input_timeout_seconds=settings.default_input_timeout_seconds,
                 input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
             ),
+            max_agent_turns_limit=settings.max_agent_turns_limit,
+            max_runs_per_owner=settings.max_concurrent_runs_per_owner,
         ),
         flows=FlowService(repo, code_execution=settings.code_execution_enabled),
         runs=runs,

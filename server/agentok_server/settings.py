@@ -6,7 +6,7 @@ import socket
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,8 +62,14 @@ class Settings(BaseSettings):
     code_execution_timeout_seconds: float = Field(default=10.0, gt=0)
     code_execution_output_limit: int = Field(default=10_000, gt=0)
 
-    # Budgets a chat gets unless CreateChat sets its own.
-    default_max_agent_turns: int = Field(default=200, ge=0, description="0: no limit")
+    # Budgets a chat gets unless CreateChat sets its own. No run is unlimited: a client's 0 means this
+    # default, and neither the default nor a client's budget may pass the limit (checked below and in
+    # ChatService.create), so one chat cannot keep the server busy for good.
+    default_max_agent_turns: int = Field(default=200, ge=1)
+    max_agent_turns_limit: int = Field(default=1000, ge=1, le=2**31 - 1)
+    # Runs in progress (running or waiting for a person) one owner may have at once; SendMessage that would
+    # start one more is RESOURCE_EXHAUSTED. Answering a waiting run is never refused.
+    max_concurrent_runs_per_owner: int = Field(default=100, ge=1)
     default_input_timeout_seconds: float = Field(default=0.0, ge=0, description="0: wait for people forever")
     default_input_timeout_action: str = Field(default="skip", pattern="^(skip|end)$")
     shutdown_grace_seconds: float = 5.0
@@ -75,6 +81,15 @@ class Settings(BaseSettings):
     replica_id: str = ""
     lease_seconds: float = Field(default=5.0, gt=0)
     lease_renew_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _default_budget_within_limit(self) -> Settings:
+        if self.default_max_agent_turns > self.max_agent_turns_limit:
+            raise ValueError(
+                f"AGENTOK_DEFAULT_MAX_AGENT_TURNS ({self.default_max_agent_turns}) must be at most "
+                f"AGENTOK_MAX_AGENT_TURNS_LIMIT ({self.max_agent_turns_limit})"
+            )
+        return self
 
     @property
     def effective_replica_id(self) -> str:

@@ -11,9 +11,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..engine.flow_spec import FlowSpec, parse_flow
-from ..storage.repository import Repository
+from ..storage.repository import Repository, RunLimitReached
 from . import paging
-from .errors import FailedPrecondition, InvalidArgument, chat_not_found, flow_not_found, invalid_field
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    chat_not_found,
+    flow_not_found,
+    invalid_field,
+    too_many_runs,
+)
 from .events import EventHub
 from .model import (
     Budget,
@@ -32,6 +39,9 @@ from .runs import IN_RUN, SYSTEM, RunManager
 from .text import check_text, is_clean_text
 
 MAX_INPUT_TIMEOUT_SECONDS = 366 * 86400
+# What a SendMessage refused for too many runs in progress is told (RetryInfo): runs that need no person end
+# within moments, and anything sooner would only be refused again.
+RUN_SLOT_RETRY_SECONDS = 5.0
 STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
 
 
@@ -44,8 +54,12 @@ class ChatService:
         *,
         keepalive_seconds: float,
         default_budget: Budget | None = None,
+        max_agent_turns_limit: int = 1000,
+        max_runs_per_owner: int = 100,
     ) -> None:
-        self._default_budget = default_budget or Budget()
+        self._default_budget = default_budget or Budget(max_agent_turns=min(200, max_agent_turns_limit))
+        self._max_agent_turns = max_agent_turns_limit
+        self._max_runs_per_owner = max_runs_per_owner
         self._repo = repo
         self._hub = hub
         self._runs = runs
@@ -85,6 +99,13 @@ class ChatService:
         """Budgets left at 0/None take the server's defaults."""
         if max_agent_turns < 0:
             raise invalid_field("max_agent_turns", "must not be negative (0 means the server's default)")
+        if max_agent_turns > self._max_agent_turns:
+            # No run is unlimited: each one holds a share of this server until its budget ends it.
+            raise invalid_field(
+                "max_agent_turns",
+                f"must be at most {self._max_agent_turns}, this server's limit (0 means the server's default, "
+                f"{self._default_budget.max_agent_turns})",
+            )
         if input_timeout_seconds is not None and input_timeout_seconds < 0:
             raise invalid_field("human_input_timeout", "must not be negative")
         if input_timeout_seconds is not None and 0 < input_timeout_seconds < 0.001:
@@ -148,16 +169,21 @@ class ChatService:
         spec = await self._spec(chat_id)
         initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
         first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
-        # The run's lease is taken in the same transaction: of two replicas racing, one starts the run.
-        result = await self._repo.apply_step(
-            chat_id,
-            [StatusChange(ChatStatus.RUNNING), first],
-            require=STARTABLE,
-            owner=owner,
-            start_run=text,
-            holder=self._runs.replica_id,
-            lease_until=self._runs.lease_until(),
-        )
+        # The run's lease is taken in the same transaction: of two replicas racing, one starts the run. So is
+        # the owner's count of runs in progress: of two racing starts, only those within the cap pass.
+        try:
+            result = await self._repo.apply_step(
+                chat_id,
+                [StatusChange(ChatStatus.RUNNING), first],
+                require=STARTABLE,
+                owner=owner,
+                start_run=text,
+                holder=self._runs.replica_id,
+                lease_until=self._runs.lease_until(),
+                max_runs_per_owner=self._max_runs_per_owner,
+            )
+        except RunLimitReached as full:
+            raise too_many_runs(full.limit, RUN_SLOT_RETRY_SECONDS) from None
         if result is None:
             # The chat changed between the read and the write: report what it is now.
             self._check_startable(await self._get(owner, chat_id))

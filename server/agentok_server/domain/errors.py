@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class DomainError(Exception):
@@ -44,6 +45,17 @@ class Aborted(DomainError):
     reason = "ABORTED"
 
 
+class ResourceExhausted(DomainError):
+    """A server-side limit the caller reached; `retry_after_seconds` is when trying again may succeed
+    (sent as google.rpc.RetryInfo)."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unauthenticated(DomainError):
     reason = "UNAUTHENTICATED"
 
@@ -68,3 +80,13 @@ def chat_not_found(chat_id: str) -> NotFound:
 
 def flow_not_found(flow_id: str) -> NotFound:
     return NotFound(f"flow {flow_id!r} not found", reason="FLOW_NOT_FOUND", metadata={"flow_id": flow_id})
+
+
+def too_many_runs(limit: int, retry_after_seconds: float) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"this owner already has {limit} runs in progress (running or waiting for human input), the most "
+        "allowed at once: wait for one to end, or cancel one, then send the message again",
+        reason="TOO_MANY_RUNS",
+        metadata={"limit": str(limit)},
+        retry_after_seconds=retry_after_seconds,
+    )

@@ -78,6 +78,10 @@ class _Run:
         self.chat_id = chat.id
         self.run_no = chat.run.run_no
         self.budget = chat.budget
+        # A chat stored before the server's turn limit (or under a higher one) gets no more than the limit: no
+        # run is unlimited. New chats are held to it when created (ChatService.create).
+        limit = manager.settings.max_agent_turns_limit
+        self.max_agent_turns = min(chat.budget.max_agent_turns or limit, limit)
         self.spec = spec
         self.replay = deque(journal)
         # Journal entries consumed or written so far: where an answer given on another replica will be.
@@ -92,7 +96,11 @@ class _Run:
         self.pending = (chat.input_prompt, chat.run.input_deadline) if chat.status is ChatStatus.WAITING else None
         self._endpoint: Endpoint | None = None
 
-    def _replayed(self, kind: str) -> JournalEntry | None:
+    async def _replayed(self, kind: str) -> JournalEntry | None:
+        # Every step a run takes, live or replayed, starts here, so here it lets the event loop serve everyone
+        # else: on SQLite a step's transaction runs inline and a replayed step does no IO at all, so a run of
+        # fixed replies (or the replay of a long journal) would otherwise hold the loop until it ended.
+        await asyncio.sleep(0)
         if not self.replay:
             return None
         entry = self.replay.popleft()
@@ -127,17 +135,17 @@ class _Run:
     async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         # The budget bounds what agents produce (a runaway pair of agents); a person's answers and a group's
         # introductions are no turns. Counted again while replaying, so it carries across a restart.
-        limit = self.budget.max_agent_turns
+        limit = self.max_agent_turns
         if agent_turn:
-            if limit and self.agent_turns >= limit:
+            if self.agent_turns >= limit:
                 raise RunEnded(f"The run ended: its budget of {limit} agent turns was reached.")
             self.agent_turns += 1
-        if self._replayed("say") is not None:
+        if await self._replayed("say") is not None:
             return
         await self._step([message], journal=[JournalEntry("say")])
 
     async def complete(self, agent: AgentSpec, messages: list[dict[str, Any]]) -> str:
-        entry = self._replayed("llm")
+        entry = await self._replayed("llm")
         if entry is not None:
             return entry.value or ""
         if self._endpoint is None:
@@ -151,7 +159,7 @@ class _Run:
         return text
 
     async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
-        entry = self._replayed("exec")
+        entry = await self._replayed("exec")
         if entry is not None:
             return entry.value or ""
         output = storable(await self.manager.executor.run(blocks))
@@ -159,7 +167,7 @@ class _Run:
         return output
 
     async def choose(self, options: list[str]) -> str:
-        entry = self._replayed("choice")
+        entry = await self._replayed("choice")
         if entry is not None:
             return entry.value or ""
         choice = random.choice(options)  # not for security: a group's `random` speaker selection
@@ -167,7 +175,7 @@ class _Run:
         return choice
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
-        entry = self._replayed("human")
+        entry = await self._replayed("human")
         if entry is not None:
             return entry.value or ""
         self.live.set()
@@ -368,6 +376,9 @@ class RunManager:
     async def _take_over(self, chat_ids: Sequence[str]) -> list[_Run]:
         started: list[_Run] = []
         for chat_id in chat_ids:
+            # Thousands of runs may be orphaned at once (a replica died): rebuild them one at a time between
+            # other calls, since on SQLite each of these reads and writes runs inline.
+            await asyncio.sleep(0)
             if chat_id in self._tasks or not await self.repo.acquire_lease(
                 chat_id, self.replica_id, self.lease_until()
             ):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, delete, event, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -70,6 +70,14 @@ def now() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+class RunLimitReached(Exception):
+    """Starting the run would give its owner more runs in progress than `limit`; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} runs in progress")
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -389,6 +397,7 @@ class Repository:
         run_no: int | None = None,
         holder: str | None = None,
         lease_until: datetime | None = None,
+        max_runs_per_owner: int | None = None,
     ) -> StepResult | None:
         """Appends messages, status changes and run-journal entries to a chat as one transaction.
 
@@ -401,9 +410,19 @@ class Repository:
         lease (a replica that lost it to a takeover writes nothing more). `lease_until` (with `holder`)
         grants or extends the lease in the same transaction, as a new run does. A step that leaves the
         run's statuses releases the lease.
+
+        `max_runs_per_owner` (with `start_run` and `owner`) raises RunLimitReached, writing nothing, when the
+        owner already has that many runs in progress. The count shares the transaction that starts the run,
+        and starts are serialized per owner (PostgreSQL: an advisory lock held to commit; SQLite: its one
+        writer), so two racing starts cannot both pass it.
         """
         at = now()
         async with self._write() as conn:
+            cap = max_runs_per_owner if start_run is not None else None
+            if cap is not None:
+                assert owner is not None, "the run cap counts one owner's runs"
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(_LOCK_OWNER_RUNS, {"owner": owner})
             row = await _lock_chat(conn, chat_id, owner)
             if row is None or (require is not None and ChatStatus(row.status) not in require):
                 return None
@@ -411,6 +430,8 @@ class Repository:
                 return None
             if holder is not None and lease_until is None and row.lease_holder != holder:
                 return None
+            if cap is not None and await _runs_in_progress(conn, row.owner) >= cap:
+                raise RunLimitReached(cap)
             seq = row.last_seq
             events: list[ChatEvent] = []
             values: dict[str, Any] = {"updated_at": at}
@@ -474,6 +495,11 @@ class Repository:
                 await self._notify(conn, {"c": chat_id, "f": first, "s": seq, "st": values.get("status", row.status)})
             updated = row._asdict() | values
         return StepResult(chat=convert.chat(_AttrDict(updated)), events=events)
+
+    async def count_runs_in_progress(self, owner: str) -> int:
+        """The owner's chats whose run is in progress (running or waiting for a person)."""
+        async with self._read() as conn:
+            return await _runs_in_progress(conn, owner)
 
     async def journal(self, chat_id: str, run_no: int, after_step: int = 0) -> list[JournalEntry]:
         query = (
@@ -649,6 +675,17 @@ class _AttrDict(dict[str, Any]):
 def _before(table: Any, after: tuple[datetime, str]) -> Any:
     created_at, row_id = after
     return (table.c.created_at < created_at) | ((table.c.created_at == created_at) & (table.c.id < row_id))
+
+
+# Serializes one owner's run starts on PostgreSQL until commit; the first key keeps this lock's hashes apart
+# from any other advisory lock's. Two owners whose names hash alike merely wait for each other.
+_OWNER_RUNS_LOCK_CLASS = 0x61676B72  # "agkr"
+_LOCK_OWNER_RUNS = text(f"SELECT pg_advisory_xact_lock({_OWNER_RUNS_LOCK_CLASS}, hashtext(:owner))")
+_COUNT_RUNS_IN_PROGRESS = select(func.count()).where(CHAT.c.owner == bindparam("owner"), CHAT.c.status.in_(_IN_RUN))
+
+
+async def _runs_in_progress(conn: Conn, owner: str) -> int:
+    return int((await conn.execute(_COUNT_RUNS_IN_PROGRESS, {"owner": owner})).scalar_one())
 
 
 async def _lock_chat(conn: Conn, chat_id: str, owner: str | None) -> Any:

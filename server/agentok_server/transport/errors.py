@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -15,6 +17,7 @@ from ..domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 
@@ -27,6 +30,7 @@ _CODES: dict[type[DomainError], int] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     Aborted: code_pb2.ABORTED,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Internal: code_pb2.INTERNAL,
 }
 
@@ -46,6 +50,13 @@ def status_proto(err: DomainError) -> status_pb2.Status:
             )
         )
         details.append(bad)
+    if isinstance(err, ResourceExhausted):
+        # When to try again, in the standard detail clients' retry policies read (AIP-193).
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=err.retry_after_seconds))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     return status_pb2.Status(code=code, message=err.message, details=details)
 
 
