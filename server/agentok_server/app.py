@@ -22,6 +22,7 @@ from .domain.keys import KeyService
 from .domain.model import Budget, TimeoutAction
 from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
+from .engine.egress import EgressPolicy
 from .engine.llm import LlmClient
 from .settings import Settings
 from .storage import schema
@@ -107,7 +108,8 @@ async def build_app(settings: Settings) -> App:
     repo = await open_repository(settings)
     edge_secret = await repo.server_secret("edge-identity", lambda: secrets.token_hex(32))
     hub = EventHub()
-    llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts)
+    egress = EgressPolicy(settings.egress_allowed_hosts, server_urls=[settings.llm_base_url])
+    llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress)
     runs = RunManager(repo, hub, llm, settings)
     return App(
         settings=settings,
@@ -126,7 +128,7 @@ async def build_app(settings: Settings) -> App:
             max_agent_turns_limit=settings.max_agent_turns_limit,
             max_runs_per_owner=settings.max_concurrent_runs_per_owner,
         ),
-        flows=FlowService(repo, code_execution=settings.code_execution_enabled),
+        flows=FlowService(repo, egress=egress, code_execution=settings.code_execution_enabled),
         runs=runs,
         hub=hub,
         llm=llm,

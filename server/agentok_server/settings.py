@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_timeout_seconds: float = 60.0
     llm_attempts: int = Field(default=3, ge=1)
+    # Hosts a tenant's URL (a flow's llm_config.base_url) may reach although they are not public addresses
+    # (loopback, private, link-local, metadata ...): comma-separated `host` or `host:port`. The host:port of
+    # llm_base_url is always allowed. Enforced by engine/egress.py.
+    egress_allowed_hosts: str = ""
 
     watch_keepalive_seconds: float = Field(default=15.0, gt=0)
 

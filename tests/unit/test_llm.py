@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from agentok_server.engine.egress import EgressPolicy
 from agentok_server.engine.llm import PROVIDER_MESSAGE_LIMIT, Endpoint, LlmClient, LlmError, _provider_says
 
 from ..support.api import unique_model
@@ -24,8 +25,9 @@ def server() -> Iterator[FakeLlmServer]:
 
 
 @pytest.fixture()
-async def client() -> AsyncIterator[LlmClient]:
-    c = LlmClient(timeout=10, attempts=3)
+async def client(server: FakeLlmServer) -> AsyncIterator[LlmClient]:
+    # The fake is on loopback: allowed as the server's own model URL would be.
+    c = LlmClient(timeout=10, attempts=3, egress=EgressPolicy(server_urls=[server.base_url]))
     yield c
     await c.aclose()
 

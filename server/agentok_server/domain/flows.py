@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+from ..engine.egress import EgressPolicy, EgressRefused
 from ..engine.flow_spec import parse_flow
 from ..storage.repository import Repository
 from . import paging
@@ -26,8 +27,9 @@ def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 class FlowService:
-    def __init__(self, repo: Repository, *, code_execution: bool = False) -> None:
+    def __init__(self, repo: Repository, *, egress: EgressPolicy, code_execution: bool = False) -> None:
         self._repo = repo
+        self._egress = egress
         self._code_execution = code_execution
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
@@ -35,6 +37,12 @@ class FlowService:
         check_finite_numbers("flow", graph)
         spec = parse_flow(graph, code_execution=self._code_execution)
         check_json_text("flow", graph)
+        if spec.llm.base_url is not None:
+            # Refused here, before it is stored; a run checks it again at every call (DNS may change).
+            try:
+                await self._egress.check_url(spec.llm.base_url)
+            except EgressRefused as refused:
+                raise invalid_field("flow.llm_config.base_url", str(refused), reason="URL_NOT_ALLOWED") from None
         return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
 
     async def get(self, owner: str, flow_id: str) -> Flow:

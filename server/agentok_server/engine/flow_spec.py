@@ -201,8 +201,13 @@ def _llm_config(raw: Any, path: str) -> LlmConfig:
     max_tokens = raw.get("max_tokens")
     if temperature is not None and not isinstance(temperature, int | float):
         raise _fail(f"{path}.temperature", "must be a number")
+    base_url = raw.get("base_url")
+    # Only its type here: whether it may be called is the egress policy's (engine/egress.py), which
+    # FlowService applies at CreateFlow and the model client again at every call.
+    if base_url is not None and not isinstance(base_url, str):
+        raise _fail(f"{path}.base_url", "must be a string (an http:// or https:// URL)")
     return LlmConfig(
-        base_url=raw.get("base_url") or None,
+        base_url=base_url or None,
         model=raw.get("model") or None,
         api_key=raw.get("api_key") or None,
         temperature=float(temperature) if temperature is not None else None,

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from .egress import EgressClient, EgressPolicy, EgressRefused, redacted
 from .flow_spec import LlmConfig
 
 
@@ -76,8 +77,12 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 class LlmClient:
-    def __init__(self, *, timeout: float, attempts: int) -> None:
-        self._http = httpx.AsyncClient(timeout=timeout)
+    """Calls model endpoints through the egress policy: a flow's base_url is a tenant's URL, checked (and
+    its name resolved again) on every attempt, since a stored flow may predate the policy or its name may
+    resolve elsewhere by now."""
+
+    def __init__(self, *, timeout: float, attempts: int, egress: EgressPolicy) -> None:
+        self._http = EgressClient(egress, timeout=timeout)
         self._attempts = attempts
 
     async def aclose(self) -> None:
@@ -90,7 +95,7 @@ class LlmClient:
         if endpoint.max_tokens is not None:
             body["max_tokens"] = endpoint.max_tokens
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-        url = f"{endpoint.base_url}/chat/completions"
+        shown = redacted(endpoint.base_url)
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
@@ -99,20 +104,29 @@ class LlmClient:
                 reraise=True,
             ):
                 with attempt:
-                    response = await self._http.post(url, json=body, headers=headers)
+                    # The path is the server's: a tenant's URL can only come before it (no '?' or '#').
+                    response = await self._http.request(
+                        "POST", endpoint.base_url, suffix="/chat/completions", json=body, headers=headers
+                    )
                     if response.status_code == 429 or response.status_code >= 500:
                         raise _Transient(_http_failure(response, endpoint.api_key))
+        except EgressRefused as exc:
+            raise LlmError(f"model endpoint {shown} is not allowed: {exc}") from None
         except _Transient as exc:
-            raise LlmError(f"model endpoint {endpoint.base_url} failed: {exc}") from None
+            raise LlmError(f"model endpoint {shown} failed: {exc}") from None
         except httpx.TimeoutException:
-            raise LlmError(f"model endpoint {endpoint.base_url} timed out") from None
+            raise LlmError(f"model endpoint {shown} timed out") from None
         except httpx.TransportError as exc:
-            raise LlmError(f"model endpoint {endpoint.base_url} unreachable: {type(exc).__name__}") from None
+            raise LlmError(f"model endpoint {shown} unreachable: {type(exc).__name__}") from None
+        if response.is_redirect:  # never followed: a redirect could lead anywhere the policy refuses
+            raise LlmError(
+                f"model endpoint {shown} redirected (HTTP {response.status_code}); redirects are not followed"
+            )
         if response.status_code >= 400:
             reason = _http_failure(response, endpoint.api_key)
-            raise LlmError(f"model endpoint {endpoint.base_url} refused the request: {reason}")
+            raise LlmError(f"model endpoint {shown} refused the request: {reason}")
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise LlmError(f"model endpoint {endpoint.base_url} returned a malformed response") from None
+            raise LlmError(f"model endpoint {shown} returned a malformed response") from None
         return content if isinstance(content, str) else ""
