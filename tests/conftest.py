@@ -42,7 +42,9 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> TokenFactory:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer, tokens: TokenFactory) -> Iterator[Stack]:
     root: Path = tmp_path_factory.mktemp("stack")
-    s = Stack(root, llm_server.base_url, jwt=JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file))
+    # 127.0.0.1:9 (the discard port, nothing listens): a flow's model URL that is allowed but down.
+    allowed = {"AGENTOK_EGRESS_ALLOWED_HOSTS": "127.0.0.1:9"}
+    s = Stack(root, llm_server.base_url, extra_env=allowed, jwt=JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file))
     s.start()
     yield s
     s.stop()
