@@ -255,6 +255,14 @@ def test_the_allow_list_by_host_allows_every_port_and_by_host_port_only_that_por
     assert "fragment" in refused("http://127.0.0.1:9000/quitquitquit#", pol)
 
 
+def test_a_listed_name_still_may_not_resolve_to_a_metadata_address_unless_that_address_is_listed() -> None:
+    dns = FakeDns({"llm.internal": ["10.0.0.7", "169.254.169.254"]})
+    assert "resolves to 169.254.169.254, a cloud metadata address" in refused(
+        "http://llm.internal/v1", policy("llm.internal", dns=dns)
+    )
+    assert allowed("http://169.254.169.254/v1", policy("169.254.169.254:80")).addresses == ("169.254.169.254",)
+
+
 def test_the_servers_own_model_url_is_always_allowed_and_only_its_host_and_port() -> None:
     pol = policy(server_urls=["http://127.0.0.1:5000/v1"])
     assert allowed("http://127.0.0.1:5000/other/v1", pol).addresses == ("127.0.0.1",)
@@ -263,6 +271,12 @@ def test_the_servers_own_model_url_is_always_allowed_and_only_its_host_and_port(
         "https://llm.corp:8443/v1",
         policy(server_urls=["https://LLM.corp:8443/v1"], dns=FakeDns({"llm.corp": ["10.9.9.9"]})),
     )
+
+
+def test_a_server_model_url_that_is_no_url_allows_nothing_and_is_refused_when_called() -> None:
+    pol = policy(server_urls=["127.0.0.1:5000/v1"])  # no scheme: it never worked
+    assert "http:// or https://" in refused("127.0.0.1:5000/v1", pol)
+    assert "loopback" in refused("http://127.0.0.1:5000/v1", pol)
 
 
 @pytest.mark.parametrize("entry", ["host:0", "host:99999", "host:port", "::1", "[::1", "bad_host!", "0x7f.1"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import typing
@@ -38,6 +39,8 @@ from urllib.parse import unquote, urlsplit
 import httpcore
 import httpx
 import idna
+
+log = logging.getLogger(__name__)
 
 SETTING = "AGENTOK_EGRESS_ALLOWED_HOSTS"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -290,20 +293,20 @@ def _allow_entry(entry: str) -> tuple[str, int | None]:
     return host, port
 
 
-def _server_url_entry(url: str) -> tuple[str, int]:
-    """host:port of an operator's URL (AGENTOK_LLM_BASE_URL), read leniently: the operator chose it."""
+def _server_url_entry(url: str) -> tuple[str, int] | None:
+    """host:port of an operator's URL (AGENTOK_LLM_BASE_URL), read leniently: the operator chose it. One that
+    is no http(s) URL allows nothing (and every call to it is refused, saying why), as before the policy it
+    failed every call."""
     try:
         parts = urlsplit(url.strip())
-    except ValueError as exc:
-        raise ValueError(f"AGENTOK_LLM_BASE_URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    try:
+        scheme = parts.scheme.lower()
         host, port = _split_host_port(parts.netloc.rpartition("@")[2], _DEFAULT_PORTS.get(scheme))
         if port is None:
             raise EgressRefused("must be an http:// or https:// URL")
         return _normalize_host(host)[0], port
-    except EgressRefused as exc:
-        raise ValueError(f"AGENTOK_LLM_BASE_URL {url!r}: {exc}") from None
+    except (ValueError, EgressRefused) as exc:
+        log.warning("AGENTOK_LLM_BASE_URL %r is not a URL the server can call: %s", url, exc)
+        return None
 
 
 class EgressPolicy:
@@ -321,7 +324,7 @@ class EgressPolicy:
     ) -> None:
         entries = allowed_hosts.split(",") if isinstance(allowed_hosts, str) else list(allowed_hosts)
         self._allowed: set[tuple[str, int | None]] = {_allow_entry(e.strip()) for e in entries if e.strip()}
-        self._allowed |= {_server_url_entry(u) for u in server_urls if u}
+        self._allowed |= {entry for u in server_urls if u and (entry := _server_url_entry(u)) is not None}
         self._resolve = resolver
         self._resolve_timeout = resolve_timeout
 
@@ -340,12 +343,16 @@ class EgressPolicy:
             if not listed and (parsed.host == "localhost" or parsed.host.endswith(".localhost")):
                 raise EgressRefused(f"{parsed.host} is a loopback name{hint}")
             addresses = await self._resolved(parsed.host, parsed.port)
-        if not listed:
-            for address in addresses:
-                why = refusal(ipaddress.ip_address(address))
-                if why is not None:
-                    said = "is" if parsed.ip is not None else f"resolves to {address},"
-                    raise EgressRefused(f"{parsed.host} {said} {why}{hint}")
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            # A listed host lifts the address rules, except for a name that resolves to a metadata address:
+            # only that address itself, listed, may be reached (a name can be repointed; the address not).
+            if listed and (ip not in _METADATA or parsed.ip is not None):
+                continue
+            why = refusal(ip)
+            if why is not None:
+                said = "is" if parsed.ip is not None else f"resolves to {address},"
+                raise EgressRefused(f"{parsed.host} {said} {why}{hint}")
         return Target(parsed.scheme, parsed.host, parsed.port, parsed.path, parsed.query, tuple(addresses))
 
     async def _resolved(self, host: str, port: int) -> Sequence[str]:
