@@ -4,7 +4,9 @@ Workloads (each against a fresh server + Envoy over a fresh SQLite file; with --
 PostgreSQL database with 1 and then 2 server replicas behind the Envoy):
   1. GetChat through Envoy over REST (wrk, 16 connections), with auth on and with auth off;
   2. complete human-in-the-loop sessions over native gRPC through Envoy, 16 concurrent clients;
-  3. WatchChat latency: from a message's commit (its created_at) to its arrival at a gRPC watcher.
+  3. WatchChat latency: from a message's commit (its created_at) to its arrival at a gRPC watcher;
+  4. a noisy neighbour: one tenant's GetChat latency while another tenant's run of two fixed-reply agents
+     (no model, no person: every step is the server's own work) goes on.
 """
 
 from __future__ import annotations
@@ -68,6 +70,35 @@ ECHO_FLOW = {
     ],
     "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
 }
+# Two fixed-reply agents and nobody to ask: the run goes on until its turn budget ends it (or it is cancelled).
+NOISY_FLOW = {
+    "nodes": [
+        {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
+        {
+            "id": "u",
+            "type": "user",
+            "data": {
+                "name": "User",
+                "human_input_mode": "NEVER",
+                "default_auto_reply": "ping",
+                "max_consecutive_auto_reply": 10_000_000,
+            },
+        },
+        {
+            "id": "a",
+            "type": "conversable",
+            "data": {
+                "name": "Agent",
+                "disable_llm": True,
+                "default_auto_reply": "pong",
+                "max_consecutive_auto_reply": 10_000_000,
+            },
+        },
+    ],
+    "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
+}
+# Enough turns to outlast the measurement: the stacks raise the server's turn limit to allow them.
+NOISY_TURNS = 1_000_000
 
 
 def free_port() -> int:
@@ -97,13 +128,15 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Iterator[tuple[str, str]]:
-    """Yields (edge address, api key) for fresh server replicas + one Envoy (SQLite unless database_url)."""
+def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Iterator[tuple[str, str, str]]:
+    """Yields (edge address, api key, another owner's api key) for fresh server replicas + one Envoy (SQLite
+    unless database_url)."""
     root = Path(tempfile.mkdtemp(prefix="agentok-bench-"))
     env = {
         **os.environ,
         "AGENTOK_DATA_DIR": str(root / "data"),
         "AGENTOK_AUTH_ENABLED": "true" if auth else "false",
+        "AGENTOK_MAX_AGENT_TURNS_LIMIT": str(NOISY_TURNS),
     }
     if database_url:
         env["AGENTOK_DATABASE_URL"] = database_url
@@ -112,6 +145,17 @@ def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Ite
         [str(BIN / "agentok"), "keys", "create", "bench"], env=env, check=True, capture_output=True, text=True
     )
     key = out.stdout.strip().splitlines()[-1]
+    out = subprocess.run(
+        [str(BIN / "agentok"), "keys", "create", "neighbour", "--owner", "neighbour"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    neighbour_key = out.stdout.strip().splitlines()[-1]
+    check_secret = subprocess.run(
+        [str(BIN / "agentok"), "edge", "check-secret"], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
     servers: list[subprocess.Popen[bytes]] = []
     upstreams: list[Upstream] = []
     for n in range(replicas):
@@ -131,15 +175,18 @@ def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Ite
         work_dir=root / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
-        admin_port=free_port(),
         upstreams=upstreams,
         # As `make run` deploys it: bearer tokens verified too (requests here carry keys, so it passes them on).
         jwt=JwtConfig("agentok-dev", "agentok", jwks_file=ensure_dev_keys(root / "dev-jwt")) if auth else None,
         auth=auth,
+        check_secret=check_secret,
+        # No per-key rate limit: the load generator is one client with one key, and the figures measure the
+        # service, not the limit (a deployment keeps it on: AGENTOK_RATE_LIMIT_PER_SECOND).
+        rate_limit=None,
     )
     envoy.start()
     try:
-        yield f"127.0.0.1:{envoy.listen_port}", key
+        yield f"127.0.0.1:{envoy.listen_port}", key, neighbour_key
     finally:
         envoy.stop()
         for server in servers:
@@ -270,14 +317,41 @@ async def bench_watch_latency(edge: str, key: str, rounds: int) -> list[float]:
     return latencies
 
 
+async def bench_noisy_neighbour(edge: str, key: str, neighbour_key: str, seconds: float) -> list[float]:
+    """One tenant's GetChat latencies (ms, one call at a time through Envoy) while another tenant's run of
+    fixed-reply agents goes on; the run must still be going at the end, or the figure would not be that."""
+    _, noisy_chat = _setup_chat(edge, neighbour_key, NOISY_FLOW, max_agent_turns=NOISY_TURNS)
+    _, chat_id = _setup_chat(edge, key, HITL_FLOW)
+    md, noisy_md = (("x-api-key", key),), (("x-api-key", neighbour_key),)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(edge) as ch:
+        chats = chat_service_pb2_grpc.ChatServiceStub(ch)
+        await chats.GetChat(cs.GetChatRequest(chat_id=chat_id), metadata=md)  # warm-up (connection, key cache)
+        await chats.SendMessage(cs.SendMessageRequest(chat_id=noisy_chat, message="go"), metadata=noisy_md)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            await chats.GetChat(cs.GetChatRequest(chat_id=chat_id), metadata=md, timeout=10)
+            latencies.append((time.perf_counter() - start) * 1000)
+        noisy = (await chats.GetChat(cs.GetChatRequest(chat_id=noisy_chat), metadata=noisy_md)).chat
+        if noisy.status != Status.running:
+            raise RuntimeError(f"the noisy run ended during the measurement: {noisy}")
+        await chats.CancelChat(cs.CancelChatRequest(chat_id=noisy_chat), metadata=noisy_md)
+    print(f"  (the noisy run made {noisy.last_seq} events meanwhile)", flush=True)
+    return latencies
+
+
 # The workloads, in the order the table lists them (a mode may leave one out).
 GET_CHAT = "`GET /chats/{id}` through Envoy (REST, wrk, 16 connections)"
 SESSIONS = "human-in-the-loop sessions through Envoy (gRPC, {clients} clients)"
 WATCH_ROUNDS = 300
 WATCH = f"WatchChat: message commit -> watcher through Envoy ({WATCH_ROUNDS} answer/reply rounds)"
+NOISY = "noisy neighbour: GetChat through Envoy (gRPC, 1 client) while another tenant's fixed-reply run goes on"
 
 
-def run_workloads(edge: str, key: str, args: argparse.Namespace, label: str, latency: bool) -> dict[str, str]:
+def run_workloads(
+    edge: str, key: str, neighbour_key: str, args: argparse.Namespace, label: str, latency: bool
+) -> dict[str, str]:
     """Each workload's figure by workload; printed as it comes, as a full run takes minutes."""
     results: dict[str, str] = {}
 
@@ -294,6 +368,10 @@ def run_workloads(edge: str, key: str, args: argparse.Namespace, label: str, lat
         p50 = statistics.median(lat)
         p99 = lat[int(len(lat) * 0.99) - 1]
         report(WATCH, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(lat)} messages)")
+        # Auth on only: with it off every caller is the same owner, and there is no other tenant.
+        lat = sorted(asyncio.run(bench_noisy_neighbour(edge, key, neighbour_key, args.seconds)))
+        p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+        report(NOISY, f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(lat)} calls)")
     return results
 
 
@@ -325,13 +403,13 @@ def main() -> None:
         # The same workloads, auth on as deployed, each configuration on a database of its own.
         for replicas in (1, 2):
             label = f"PostgreSQL, {replicas} replica{'s' if replicas > 1 else ''}"
-            with postgres_database() as url, stack(True, url, replicas) as (edge, key):
-                columns[label] = run_workloads(edge, key, args, label, latency=True)
+            with postgres_database() as url, stack(True, url, replicas) as (edge, key, neighbour_key):
+                columns[label] = run_workloads(edge, key, neighbour_key, args, label, latency=True)
     else:
         for auth in (True, False):
             label = f"SQLite, auth {'on' if auth else 'off'}"
-            with stack(auth) as (edge, key):
-                columns[label] = run_workloads(edge, key, args, label, latency=auth)
+            with stack(auth) as (edge, key, neighbour_key):
+                columns[label] = run_workloads(edge, key, neighbour_key, args, label, latency=auth)
     print()
     print(side_by_side(columns))
 

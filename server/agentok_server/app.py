@@ -28,8 +28,8 @@ from .settings import Settings
 from .storage import schema
 from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
-from .transport.authz_http import AuthzHttpServer
-from .transport.edge_identity import EdgeIdentity
+from .transport.authz_http import CHECK_SECRET_NAME, AuthzHttpServer, CheckPolicy, new_check_secret
+from .transport.edge_identity import CLOCK_ALLOWANCE_SECONDS, EdgeIdentity
 from .transport.rpc import Authenticator, add_servicer
 from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer
 
@@ -51,6 +51,8 @@ class App:
     hub: EventHub
     llm: LlmClient
     edge: EdgeIdentity
+    # What Envoy proves itself with to the key check (see transport/authz_http.py).
+    check_secret: str
     peers: PeerEvents
     # What the gRPC health service reports: Envoy's health checks take a replica out of rotation when it
     # is NOT_SERVING (its database unreachable, or it is shutting down).
@@ -107,6 +109,7 @@ async def open_repository(settings: Settings) -> Repository:
 async def build_app(settings: Settings) -> App:
     repo = await open_repository(settings)
     edge_secret = await repo.server_secret("edge-identity", lambda: secrets.token_hex(32))
+    check_secret = await repo.server_secret(CHECK_SECRET_NAME, new_check_secret)
     hub = EventHub()
     egress = EgressPolicy(settings.egress_allowed_hosts, server_urls=[settings.llm_base_url])
     llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress)
@@ -132,14 +135,34 @@ async def build_app(settings: Settings) -> App:
         runs=runs,
         hub=hub,
         llm=llm,
-        edge=EdgeIdentity(bytes.fromhex(edge_secret)),
+        # Valid for the whole of the route's time: it is made when the headers arrive and read once the body
+        # has (a slow upload), plus an allowance for clocks that differ between hosts.
+        edge=EdgeIdentity(
+            bytes.fromhex(edge_secret), ttl_seconds=settings.route_timeout_seconds + CLOCK_ALLOWANCE_SECONDS
+        ),
+        check_secret=check_secret,
         peers=PeerEvents(repo, hub, runs),
     )
 
 
+# Envoy refuses request headers over 16 KiB and adds a few of its own (the signed identity, the REST path):
+# whatever it forwards must fit, or gRPC refuses it with a RESOURCE_EXHAUSTED that names internal headers.
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def server_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        # grpc turns SO_REUSEPORT on by default: a second server on the same port would bind as well and
+        # silently share the calls. Off, the second one fails to bind and says which setting moves it.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
 async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=server_options())
     auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
     add_servicer(
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server,
@@ -168,7 +191,15 @@ async def serve(
     cleanly."""
     app = await build_app(settings)
     # Both ports are bound before anything runs: a port in use is one clear error, with nothing to unwind.
-    authz = AuthzHttpServer(app.keys, app.edge)
+    authz = AuthzHttpServer(
+        app.keys,
+        app.edge,
+        CheckPolicy(
+            check_secret=app.check_secret,
+            max_token_lifetime=settings.jwt_max_lifetime_seconds,
+            tokens_enabled=settings.tokens_enabled,
+        ),
+    )
     try:
         authz_port = await authz.start(settings.grpc_host, settings.authz_port)
         server, port = await create_server(app, f"{settings.grpc_host}:{settings.grpc_port}")

@@ -29,6 +29,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema: upgrade it, or see where it is.")
 app.add_typer(db_app, name="db")
+edge_app = typer.Typer(no_args_is_help=True, help="What an Envoy in front of the servers needs to know.")
+app.add_typer(edge_app, name="edge")
 
 
 def _with_keys(settings: Settings, use: Callable[[KeyService], Awaitable[T]]) -> T:
@@ -161,6 +163,25 @@ def db_current() -> None:
     raise typer.Exit(1)
 
 
+@edge_app.command("check-secret")
+def edge_check_secret() -> None:
+    """Prints the deployment's key-check secret (created if none exists): Envoy adds it to every check
+    request (render_envoy_config(check_secret=...)), and the key check mints no identity without it.
+    Treat it like a key: whoever has it can obtain an identity from a reachable check port."""
+    from .app import open_repository
+    from .transport.authz_http import CHECK_SECRET_NAME, new_check_secret
+
+    async def main() -> str:
+        repo = await open_repository(Settings())
+        try:
+            return await repo.server_secret(CHECK_SECRET_NAME, new_check_secret)
+        finally:
+            await repo.dispose()
+
+    with _database_errors():
+        typer.echo(asyncio.run(main()))
+
+
 @app.command()
 def token(
     subject: Annotated[str, typer.Option(help="The owner the token acts as (its sub claim).")] = "default",
@@ -227,12 +248,12 @@ def run(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .app import PortInUse
-    from .launcher import EdgeFailed
+    from .launcher import LaunchFailed
     from .storage.schema import SchemaOutOfDate
 
     try:
         run_stack(settings, replicas)
-    except (SchemaOutOfDate, PortInUse, EdgeFailed) as err:  # why it cannot start, not a traceback
+    except (SchemaOutOfDate, PortInUse, LaunchFailed) as err:  # why it cannot start, not a traceback
         typer.echo(f"agentok run: {err}", err=True)
         raise typer.Exit(1) from None
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .storage.urls import private_sqlite_file
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTOK_", extra="ignore")
@@ -26,8 +28,20 @@ class Settings(BaseSettings):
     authz_port: int = 50052
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    envoy_admin_port: int = 9901
     envoy_concurrency: int = 1
+    # Envoy's own log (data_dir/envoy/envoy.log, 0600). Credentials are dropped from it at every level,
+    # debug and trace included (which print every request's headers): see edge/log_redaction.py.
+    envoy_log_level: str = Field(default="warn", pattern="^(trace|debug|info|warn|warning|error|critical|off)$")
+
+    # Envoy bounds each unary call to this (WatchChat has no bound). The signed identity the edge hands the
+    # server lives this long plus a clock allowance, so a request whose body is slow to arrive is still
+    # served within its route's time (the identity is made at headers and read once the body is in).
+    route_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Each credential's request rate through Envoy (a token bucket per API key or bearer token): sustained
+    # requests a second, and the burst above it; beyond, 429 / RESOURCE_EXHAUSTED with Retry-After.
+    # 0 switches the limit off (benchmarks).
+    rate_limit_per_second: int = Field(default=100, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=0)
 
     # Turning auth off exists only to measure its cost (make bench); never in a deployment.
     auth_enabled: bool = True
@@ -108,6 +122,7 @@ class Settings(BaseSettings):
         if self.database_url is None:
             # 0700: the database holds the edge identity's signing secret (and the key hashes).
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_sqlite_file(self.effective_database_url)
         return self.effective_database_url
 
     @cached_property

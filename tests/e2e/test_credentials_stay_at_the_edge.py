@@ -20,7 +20,7 @@ from agentok_server.domain.keys import KeyService
 from agentok_server.edge.envoy_config import JwtConfig
 from agentok_server.edge.envoy_process import EnvoyProcess
 from agentok_server.storage.repository import Repository, make_engine
-from agentok_server.transport.authz_http import AuthzHttpServer
+from agentok_server.transport.authz_http import AuthzHttpServer, CheckPolicy
 from agentok_server.transport.edge_identity import HEADER, EdgeIdentity
 
 from ..support.stack import free_port
@@ -46,7 +46,7 @@ async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str,
     keys = KeyService(repo, cache_seconds=1)
     _, secret = await keys.create("olga", "k")
     identity = EdgeIdentity(b"test-secret")
-    authz = AuthzHttpServer(keys, identity)
+    authz = AuthzHttpServer(keys, identity, CheckPolicy(check_secret="edge-test-check-secret"))
     authz_port = await authz.start("127.0.0.1", 0)
     recorder = _Recorder()
     server = grpc.aio.server()
@@ -57,11 +57,11 @@ async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str,
         work_dir=root / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
-        admin_port=free_port(),
         upstream_host="127.0.0.1",
         upstream_port=port,
         authz_port=authz_port,
         jwt=JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file),
+        check_secret="edge-test-check-secret",
     )
     await asyncio.to_thread(envoy.start)
     try:

@@ -26,7 +26,7 @@ from agentok_server.transport.authz_http import CHECK_PREFIX, HEALTH_PATH
 
 from ..support.api import two_agent_flow
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import ServerProcess, agentok_cli, create_key, free_port
+from ..support.stack import ServerProcess, agentok_cli, check_secret, create_key, free_port
 
 GRPC = "agentok_grpc"
 AUTHZ = "agentok_authz"
@@ -47,7 +47,7 @@ class Replicas:
 
     def hosts(self, cluster: str) -> dict[int, dict[str, str]]:
         """Envoy's admin view of one cluster's hosts, by port: rq_success, health_flags, ..."""
-        text = httpx.get(f"http://127.0.0.1:{self.envoy.admin_port}/clusters", timeout=5).text
+        text = self.envoy.admin_get("/clusters").text  # over Envoy's admin socket
         hosts: dict[int, dict[str, str]] = {}
         for line in text.splitlines():
             # <cluster>::<host:port>::<stat>::<value>; cluster-wide lines have no host:port.
@@ -90,8 +90,8 @@ def replicas(tmp_path: Path, llm_server: FakeLlmServer) -> Iterator[Replicas]:
         work_dir=tmp_path / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
-        admin_port=free_port(),
         upstreams=[Upstream("127.0.0.1", s.port, int(s.env["AGENTOK_AUTHZ_PORT"])) for s in servers],
+        check_secret=check_secret(base_env),
     )
     try:
         for s in servers:
@@ -197,8 +197,8 @@ def test_every_check_request_envoy_sends_starts_with_the_check_prefix(tmp_path: 
         work_dir=tmp_path,
         listen_host="127.0.0.1",
         listen_port=free_port(),
-        admin_port=free_port(),
         upstreams=[upstream],
+        check_secret="recorded-check-secret",
     )
     try:
         envoy.start()
@@ -216,7 +216,12 @@ def test_every_check_request_envoy_sends_starts_with_the_check_prefix(tmp_path: 
 
 
 def test_the_single_upstream_keywords_mean_one_upstream(tmp_path: Path) -> None:
-    common: dict[str, Any] = {"listen_host": "127.0.0.1", "listen_port": 8080, "admin_port": 9901}
+    common: dict[str, Any] = {
+        "listen_host": "127.0.0.1",
+        "listen_port": 8080,
+        "admin_socket": Path("/run/agentok-envoy/admin.sock"),
+        "check_secret": "render-test-check-secret",
+    }
     one = render_envoy_config(**common, upstream_host="127.0.0.1", upstream_port=50051, authz_port=50052)
     assert one == render_envoy_config(**common, upstreams=[Upstream("127.0.0.1", 50051, 50052)])
     with pytest.raises(ValueError):

@@ -152,11 +152,11 @@ def test_an_https_jwks_is_fetched_only_from_a_verified_server(tmp_path: Path, ll
             work_dir=tmp_path / name,
             listen_host="127.0.0.1",
             listen_port=free_port(),
-            admin_port=free_port(),
             upstream_host="127.0.0.1",
             upstream_port=stack.server.port,
             authz_port=int(stack.env["AGENTOK_AUTHZ_PORT"]),
             jwt=jwt(uri, ca),
+            check_secret=stack.check_secret,
         )
         for name, uri, ca in (
             ("system-ca", f"https://localhost:{port}/jwks", None),

@@ -11,7 +11,7 @@ from agentok_server.edge.envoy_config import Upstream
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 from .postgres import create_database, drop_database
-from .stack import BehindEnvoy, ServerProcess, agentok_cli, create_key, free_port
+from .stack import BehindEnvoy, ServerProcess, agentok_cli, check_secret, create_key, free_port
 
 
 class Cluster(BehindEnvoy):
@@ -44,16 +44,16 @@ class Cluster(BehindEnvoy):
                 "AGENTOK_REPLICA_ID": f"replica-{n}",
             }
             self.replicas.append(ServerProcess(env, int(env["AGENTOK_GRPC_PORT"]), root / f"replica-{n}.log"))
+        agentok_cli(self.base_env, "db", "upgrade")
         self.envoy = EnvoyProcess(
             work_dir=root / "envoy",
             listen_host="127.0.0.1",
             listen_port=free_port(),
-            admin_port=free_port(),
             upstreams=[Upstream("127.0.0.1", r.port, int(r.env["AGENTOK_AUTHZ_PORT"])) for r in self.replicas],
+            check_secret=check_secret(self.base_env),
         )
 
     def start(self) -> Cluster:
-        agentok_cli(self.base_env, "db", "upgrade")
         try:
             for replica in self.replicas:
                 replica.start()

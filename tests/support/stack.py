@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,6 +31,11 @@ def agentok_cli(env: dict[str, str], *args: str) -> str:
         [str(VENV_BIN / "agentok"), *args], env=env, check=True, capture_output=True, text=True, timeout=60
     )
     return out.stdout
+
+
+def check_secret(env: dict[str, str]) -> str:
+    """The deployment's key-check secret (in its database), which Envoy must send with every check."""
+    return agentok_cli(env, "edge", "check-secret").strip()
 
 
 def create_key(env: dict[str, str], name: str, owner: str) -> tuple[str, str]:
@@ -102,7 +108,9 @@ class Stack(BehindEnvoy):
         llm_base_url: str,
         extra_env: dict[str, str] | None = None,
         jwt: JwtConfig | None = None,
+        envoy_options: dict[str, Any] | None = None,
     ) -> None:
+        """`envoy_options` go to EnvoyProcess (rate_limit, request_headers_timeout, ...)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -117,19 +125,21 @@ class Stack(BehindEnvoy):
             **(extra_env or {}),
         }
         self.server = ServerProcess(self.env, int(self.env["AGENTOK_GRPC_PORT"]), root / "server.log")
+        agentok_cli(self.env, "db", "upgrade")  # as a deployment does: the server only checks the schema
+        self.check_secret = check_secret(self.env)
         self.envoy = EnvoyProcess(
             work_dir=root / "envoy",
             listen_host="127.0.0.1",
             listen_port=free_port(),
-            admin_port=free_port(),
             upstream_host="127.0.0.1",
             upstream_port=self.server.port,
             authz_port=int(self.env["AGENTOK_AUTHZ_PORT"]),
             jwt=jwt,
+            check_secret=self.check_secret,
+            **(envoy_options or {}),
         )
 
     def start(self) -> Stack:
-        agentok_cli(self.env, "db", "upgrade")  # as a deployment does: the server only checks the schema
         try:
             self.server.start()
             self.envoy.start()

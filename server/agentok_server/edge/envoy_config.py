@@ -10,7 +10,8 @@ from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from ..transport.authz_http import CHECK_PREFIX, DEFAULT_MAX_LIFETIME_SECONDS, HEALTH_PATH, MAX_TOKEN_LIFETIME_HEADER
+from ..domain.limits import MAX_ID_LENGTH, MAX_PAGE_TOKEN_LENGTH
+from ..transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADER, HEALTH_PATH, INTERNAL_HEADERS
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -18,6 +19,8 @@ TEMPLATE = ENVOY_DIR / "envoy.yaml.tmpl"
 DESCRIPTOR = ROOT / "gen" / "agentok_descriptor.pb"
 
 MIB = 1024 * 1024
+# sun_path holds 108 bytes, the terminating NUL included: the longest path a Unix socket can be bound to.
+MAX_UNIX_SOCKET_PATH = 107
 
 # ext_authz asks the server process's loopback HTTP check endpoint (transport/authz_http.py): any 200 allows,
 # anything else is the denial sent to the client as is. HTTP/1.1 keep-alive costs the server a fraction of
@@ -30,9 +33,10 @@ _AUTHZ_HTTP = """\
                         # A replica that just died: ask another one (the check has no side effects).
                         retry_policy: {num_retries: 2, retry_on: "connect-failure,reset,refused-stream"}
                         authorization_request:
-                          # The longest remaining lifetime a bearer token may have (seconds): the check refuses
-                          # tokens without exp or beyond it, saying which. Set here, never taken from a client.
-                          headers_to_add: [{key: ${max_lifetime_header}, value: "${max_lifetime}"}]
+                          # Proof that the check comes from this edge: without it the check endpoint refuses to
+                          # mint an identity. ext_authz sets it on the check request itself (a client's header
+                          # of that name is dropped by header_mutation and never among allowed_headers).
+                          headers_to_add: [{key: ${check_secret_header}, value: ${check_secret}}]
                         authorization_response:
                           # The signed identity goes on to the server (the key and token do not: see authz_http.py).
                           allowed_upstream_headers:
@@ -42,9 +46,12 @@ _AUTHZ_HTTP_CLUSTER = """\
       type: ${type}
       dns_lookup_family: V4_PREFERRED
       connect_timeout: 1s
+      # HTTP/1.1 carries one check per connection at a time: a burst of checks queues for one of a bounded
+      # number of kept-alive connections instead of opening a connection each (which overran the check
+      # endpoint's accept queue and timed out connects).
       circuit_breakers:
         thresholds:
-          - {max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 3}
+          - {max_connections: ${authz_connections}, max_pending_requests: 100000, max_requests: 100000, max_retries: 3}
       # One check endpoint per replica; one that stops answering leaves the rotation (as its gRPC port does).
       health_checks:
         - timeout: 1s
@@ -82,10 +89,10 @@ _JWT_FILTER = """\
                         agentok:
                           issuer: ${issuer}
                           audiences: [${audience}]
-                          # The scheme is case-insensitive (RFC 7235) but value_prefix is not: both usual spellings.
+                          # The scheme is case-insensitive (RFC 9110) but value_prefix is not: every spelling of
+                          # "Bearer" is listed. Any other Authorization header reaches the key check and is refused.
                           from_headers:
-                            - {name: Authorization, value_prefix: "Bearer "}
-                            - {name: Authorization, value_prefix: "bearer "}
+${bearer_prefixes}
                           forward: false
                           forward_payload_header: x-jwt-payload
                           clock_skew_seconds: 30
@@ -155,8 +162,68 @@ class JwtConfig:
     jwks_uri: str | None = None
     # CA bundle an https jwks_uri's certificate must chain to.
     jwks_ca_file: Path = SYSTEM_CA_FILE
-    # Tokens whose exp is further ahead than this are refused.
-    max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Each credential (API key, bearer token) gets its own token bucket: `per_second` requests a second
+    sustained, bursts up to `burst`. One tenant's flood then costs the others nothing but Envoy's own work."""
+
+    per_second: int
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < self.per_second:
+            raise ValueError(f"a rate limit needs per_second > 0 and burst >= per_second, got {self}")
+
+
+# Distinct credentials Envoy keeps a bucket for (least recently used first out): far more than the keys a
+# deployment has active at once; a flood of random keys only evicts buckets of keys that were idle anyway.
+RATE_LIMIT_BUCKETS = 10_000
+# Per client connection, and Envoy's upstream pool to the server: enough for every watcher a client opens on
+# one connection (Envoy's default of 1024 left the rest hanging with no error).
+MAX_CONCURRENT_STREAMS = 100_000
+# Kept-alive connections to each key-check endpoint.
+AUTHZ_CONNECTIONS = 64
+
+# The rate limit's descriptors: one per credential header present (a request has at most one, or the key
+# check refuses it). Requests without either are refused by the key check at once, without a bucket.
+_RATE_LIMIT_ACTIONS = [
+    {"actions": [{"request_headers": {"header_name": "x-api-key", "descriptor_key": "api_key"}}]},
+    {"actions": [{"request_headers": {"header_name": "authorization", "descriptor_key": "bearer"}}]},
+]
+
+
+def _rate_limit_filter(limit: RateLimit | None) -> str:
+    """The local_ratelimit filter (before any credential is checked, so a flood is refused cheaply)."""
+    if limit is None:
+        return ""
+    bucket = {"max_tokens": limit.burst, "tokens_per_fill": limit.per_second, "fill_interval": "1s"}
+    config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "per_credential",
+        # The filter's own bucket is only a fallback for requests no descriptor matches: effectively unlimited.
+        "token_bucket": {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "1s"},
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_on"},
+        "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enf"},
+        "always_consume_default_token_bucket": False,
+        "max_dynamic_descriptors": RATE_LIMIT_BUCKETS,
+        "rate_limits": _RATE_LIMIT_ACTIONS,
+        # An empty value: a bucket per distinct header value.
+        "descriptors": [
+            {"entries": [{"key": "api_key", "value": ""}], "token_bucket": bucket},
+            {"entries": [{"key": "bearer", "value": ""}], "token_bucket": bucket},
+        ],
+        # gRPC callers get RESOURCE_EXHAUSTED (not Envoy's default UNAVAILABLE): a quota, not an outage.
+        "rate_limited_as_resource_exhausted": True,
+        "response_headers_to_add": [
+            {"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+    }
+    return (
+        "                  - name: envoy.filters.http.local_ratelimit\n"
+        f"                    typed_config: {json.dumps(config)}"
+    )
 
 
 def _jwt(config: JwtConfig | None) -> tuple[str, str]:
@@ -176,12 +243,23 @@ def _jwt(config: JwtConfig | None) -> tuple[str, str]:
         cluster = ""
     else:
         raise ValueError("bearer tokens need a jwks_file or a jwks_uri")
-    if config.max_lifetime_seconds <= 0:
-        raise ValueError(f"max_lifetime_seconds must be positive, got {config.max_lifetime_seconds}")
     flt = Template(_JWT_FILTER).substitute(
-        issuer=json.dumps(config.issuer), audience=json.dumps(config.audience), jwks=jwks
+        issuer=json.dumps(config.issuer),
+        audience=json.dumps(config.audience),
+        jwks=jwks,
+        bearer_prefixes="\n".join(
+            f'                            - {{name: Authorization, value_prefix: "{p} "}}' for p in _bearer_spellings()
+        ),
     )
     return flt, cluster
+
+
+def _bearer_spellings() -> list[str]:
+    """ "Bearer" in every combination of upper and lower case (64): jwt_authn matches prefixes exactly."""
+    spellings = [""]
+    for letter in "bearer":
+        spellings = [s + c for s in spellings for c in (letter.upper(), letter)]
+    return spellings
 
 
 def _jwks_tls(host: str, ca_file: Path) -> str:
@@ -290,7 +368,7 @@ def render_envoy_config(
     *,
     listen_host: str,
     listen_port: int,
-    admin_port: int,
+    admin_socket: Path,
     upstream_host: str | None = None,
     upstream_port: int | None = None,
     authz_port: int | None = None,
@@ -305,21 +383,31 @@ def render_envoy_config(
     max_request_bytes: int = 4 * MIB,
     max_response_bytes: int = 64 * MIB,
     access_log_path: Path | None = None,
+    check_secret: str | None = None,
+    rate_limit: RateLimit | None = None,
+    request_headers_timeout: float = 10.0,
+    max_request_headers_kb: int = 16,
 ) -> str:
     """Return the bootstrap YAML.
 
     The servers are `upstreams` (replicas, load-balanced and health-checked), or the one server given by
     `upstream_host`, `upstream_port` and `authz_port`. `auth=False` switches ext_authz off: only `make bench`
     uses it, to measure what auth costs. `route_timeout` bounds unary calls (WatchChat has none); a gRPC
-    client's own deadline takes precedence.
+    client's own deadline takes precedence. `check_secret` (the server secret CHECK_SECRET_NAME) is what the
+    key check demands of every check request; without it every check is refused. `rate_limit` bounds each
+    credential's request rate (None: no limit).
     """
+    if auth and not check_secret:
+        raise ValueError("auth needs the deployment's check secret (agentok edge check-secret prints it)")
     if upstreams is None:
         if upstream_host is None or upstream_port is None or authz_port is None:
             raise ValueError("give upstreams, or upstream_host, upstream_port and authz_port")
         upstreams = [Upstream(upstream_host, upstream_port, authz_port)]
     if not upstreams:
         raise ValueError("at least one upstream is needed")
-    ports = [("listen_port", listen_port), ("admin_port", admin_port)]
+    if len(bytes(admin_socket)) > MAX_UNIX_SOCKET_PATH:
+        raise ValueError(f"admin_socket is over {MAX_UNIX_SOCKET_PATH} bytes (a Unix socket's limit): {admin_socket}")
+    ports = [("listen_port", listen_port)]
     for u in upstreams:
         ports += [("upstream grpc_port", u.grpc_port), ("upstream authz_port", u.authz_port)]
     for name, port in ports:
@@ -334,21 +422,22 @@ def render_envoy_config(
         uri=json.dumps("http://agentok-authz"),
         timeout=_seconds(authz_timeout),
         check_prefix=json.dumps(CHECK_PREFIX),
-        max_lifetime_header=MAX_TOKEN_LIFETIME_HEADER,
-        max_lifetime=jwt.max_lifetime_seconds if jwt else DEFAULT_MAX_LIFETIME_SECONDS,
+        check_secret_header=CHECK_SECRET_HEADER,
+        check_secret=json.dumps(check_secret or ""),
     )
     authz_cluster = Template(_AUTHZ_HTTP_CLUSTER).substitute(
         type=authz_type,
         endpoints=authz_endpoints,
         hc_interval=hc_interval,
         health_path=json.dumps(HEALTH_PATH.decode()),
+        authz_connections=AUTHZ_CONNECTIONS,
     )
     jwt_filter, jwks_cluster = _jwt(jwt if auth else None)
     return Template(TEMPLATE.read_text()).substitute(
         listen_host=json.dumps(listen),
         listen_port=listen_port,
         listen_ipv4_compat="true" if ":" in listen else "false",
-        admin_port=admin_port,
+        admin_socket=json.dumps(str(admin_socket)),
         upstream_endpoints=grpc_endpoints,
         upstream_type=grpc_type,
         health_check_interval=hc_interval,
@@ -363,4 +452,14 @@ def render_envoy_config(
         max_request_bytes=max_request_bytes,
         max_response_bytes=max_response_bytes,
         access_log=_access_log(access_log_path),
+        internal_headers="\n".join(
+            f"                          - remove: {name}" for name in (*INTERNAL_HEADERS, "x-envoy-original-path")
+        ),
+        rate_limit_filter=_rate_limit_filter(rate_limit),
+        request_headers_timeout=_seconds(request_headers_timeout),
+        max_request_headers_kb=max_request_headers_kb,
+        max_concurrent_streams=MAX_CONCURRENT_STREAMS,
+        long_segment_regex=json.dumps(f".*[^/]{{{MAX_ID_LENGTH + 1},}}.*"),
+        max_id_length=MAX_ID_LENGTH,
+        max_page_token_length=MAX_PAGE_TOKEN_LENGTH,
     )

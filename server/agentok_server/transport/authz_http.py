@@ -3,33 +3,49 @@
 HTTP/1.1 over kept-alive connections, parsed by httptools (the C parser behind uvicorn), costs the server a
 fraction of a gRPC call per check, and the check runs on every request through the edge.
 
-A bearer token has already been verified by Envoy's jwt_authn when the request gets here: its payload
-arrives in `x-jwt-payload` (Envoy removes any such header a client sends). Otherwise the API key decides.
-A request carrying both is refused (CREDENTIALS_AMBIGUOUS): they may name different owners.
-An allowed request gets the signed identity header, and Envoy drops the key and the payload before the
-request goes on: the server needs neither in clear.
+Who may ask: only Envoy. The endpoint mints signed identities, so anyone who could ask it directly could
+be anybody. Envoy adds a per-deployment secret (`x-agentok-check-secret`, stored in the database like the
+identity-signing secret, rendered into Envoy's config) to every check request, set by ext_authz itself (a
+client's header of that name is dropped at the edge and never among the headers ext_authz forwards); a
+check request without it, or with a wrong one (compared in constant time), is refused 403 before anything
+in it is read. A shared secret, rather than a Unix socket, because it holds for replicas on several hosts
+as well as for one.
+
+What it trusts: a bearer token has already been verified by Envoy's jwt_authn when the request gets here:
+its payload arrives in `x-jwt-payload` (Envoy removes any such header a client sends, and the payload is
+only believed from a request that carries the secret). Otherwise the API key decides. A request carrying
+both is refused (CREDENTIALS_AMBIGUOUS): they may name different owners. An `Authorization` header that
+reaches the check was not a bearer token jwt_authn took (another scheme, or tokens switched off): refused
+rather than ignored, or a key beside it would silently win. The token lifetime rule comes from this server's
+settings, never from the request. An allowed request gets the signed identity header, and Envoy drops the
+key and the payload before the request goes on: the server needs neither in clear.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import logging
+import secrets
 import time
+from dataclasses import dataclass
 
 import httptools
 
 from ..domain.errors import Unauthenticated
 from ..domain.keys import KeyService, ambiguous_credentials
 from ..domain.model import AuthMethod, Identity, KeyScope
+from ..domain.text import is_clean_text
 from .edge_identity import HEADER, EdgeIdentity
 from .errors import ERROR_DOMAIN
 
 JWT_PAYLOAD_HEADER = b"x-jwt-payload"
-# Envoy adds this to every check request (never a client: it is not among the forwarded headers): the longest
-# remaining lifetime, in seconds, a bearer token may have.
-MAX_TOKEN_LIFETIME_HEADER = "x-agentok-token-max-lifetime"
+# Set by Envoy's ext_authz on every check request (authorization_request.headers_to_add): proof that the
+# request comes from the edge. Its value is the server secret named CHECK_SECRET_NAME.
+CHECK_SECRET_HEADER = "x-agentok-check-secret"
+CHECK_SECRET_NAME = "authz-check"
 DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600
 # jwt_authn's own allowance for clocks that differ (clock_skew_seconds in the Envoy config).
 CLOCK_SKEW_SECONDS = 30
@@ -39,18 +55,28 @@ HEALTH_PATH = b"/healthz"
 CHECK_PREFIX = "/check"
 # Envoy removes these from the request once the check allowed it.
 _REMOVE = b"x-envoy-auth-headers-to-remove: x-api-key," + JWT_PAYLOAD_HEADER + b"\r\n"
+# Every header whose value is internal to the deployment: a client's copies are dropped at the edge
+# (envoy.yaml.tmpl's header_mutation), and the server port never trusts any but the signed identity.
+INTERNAL_HEADERS = (JWT_PAYLOAD_HEADER.decode(), HEADER, CHECK_SECRET_HEADER)
 
-_MAX_LIFETIME = MAX_TOKEN_LIFETIME_HEADER.encode()
+_CHECK_SECRET = CHECK_SECRET_HEADER.encode()
 
 log = logging.getLogger(__name__)
 UNAUTHENTICATED = 16
 
 
-def deny_body(err: Unauthenticated) -> bytes:
+PERMISSION_DENIED = 7
+
+
+def new_check_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def deny_body(err: Unauthenticated, code: int = UNAUTHENTICATED) -> bytes:
     # The same shape as the transcoder's gRPC error bodies, so REST clients parse one error format.
     return json.dumps(
         {
-            "code": UNAUTHENTICATED,
+            "code": code,
             "message": err.message,
             "details": [
                 {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.reason, "domain": ERROR_DOMAIN}
@@ -59,8 +85,11 @@ def deny_body(err: Unauthenticated) -> bytes:
     ).encode()
 
 
+_REASONS = {200: b"OK", 401: b"Unauthorized", 403: b"Forbidden"}
+
+
 def _response(status: int, body: bytes = b"", content_type: bytes = b"", extra: bytes = b"") -> bytes:
-    reason = b"OK" if status == 200 else b"Unauthorized"
+    reason = _REASONS.get(status, b"Error")
     head = b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))
     if content_type:
         head += b"content-type: " + content_type + b"\r\n"
@@ -82,6 +111,8 @@ def token_identity(
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("the bearer token has no subject (sub claim)", reason="TOKEN_NO_SUBJECT")
+    if not is_clean_text(subject):  # the owner is stored with every chat: NUL is refused everywhere
+        raise Unauthenticated("the bearer token's subject (sub claim) contains NUL", reason="TOKEN_INVALID")
     expires = claims.get("exp")
     if isinstance(expires, bool) or not isinstance(expires, int | float):
         raise Unauthenticated(
@@ -98,25 +129,48 @@ def token_identity(
     return Identity(owner=subject, method=AuthMethod.BEARER, scope=KeyScope.ADMIN)
 
 
-def _max_lifetime(value: bytes | None) -> int:
-    try:
-        return int(value) if value is not None else DEFAULT_MAX_LIFETIME_SECONDS
-    except ValueError:
-        return DEFAULT_MAX_LIFETIME_SECONDS
+def unsupported_authorization(tokens_enabled: bool) -> Unauthenticated:
+    if not tokens_enabled:
+        return Unauthenticated(
+            "bearer tokens are not accepted by this server: send an API key (X-API-KEY)",
+            reason="TOKENS_DISABLED",
+        )
+    return Unauthenticated(
+        "the Authorization header was not understood: send `Authorization: Bearer <token>` or an API key",
+        reason="AUTHORIZATION_SCHEME_UNSUPPORTED",
+    )
+
+
+_NOT_FROM_EDGE = Unauthenticated(
+    "this endpoint answers only the edge (Envoy): send requests to the public listener",
+    reason="CHECK_NOT_FROM_EDGE",
+)
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    """What the check endpoint enforces besides credentials: who may ask, and the token rules."""
+
+    check_secret: str
+    max_token_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS
+    tokens_enabled: bool = True
 
 
 class _CheckProtocol(asyncio.Protocol):
     """One Envoy connection; requests on it are answered in order (Envoy does not pipeline)."""
 
-    def __init__(self, keys: KeyService, edge: EdgeIdentity) -> None:
+    def __init__(self, keys: KeyService, edge: EdgeIdentity, policy: CheckPolicy) -> None:
         self._keys = keys
         self._edge = edge
+        self._policy = policy
+        self._secret = policy.check_secret.encode()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._api_key: bytes | None = None
         self._jwt_payload: bytes | None = None
+        self._authorization = False
         self._content_type = b""
-        self._max_lifetime: bytes | None = None
+        self._from_edge = False
         self._url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,8 +189,9 @@ class _CheckProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._api_key = None
         self._jwt_payload = None
+        self._authorization = False
         self._content_type = b""
-        self._max_lifetime = None
+        self._from_edge = False
         self._url = b""
 
     def on_url(self, url: bytes) -> None:
@@ -150,26 +205,33 @@ class _CheckProtocol(asyncio.Protocol):
             self._jwt_payload = value
         elif lower == b"content-type":
             self._content_type = value
-        elif lower == _MAX_LIFETIME:
-            self._max_lifetime = value
+        elif lower == b"authorization":
+            self._authorization = True
+        elif lower == _CHECK_SECRET:
+            # Constant time: the comparison must not tell a prober how much of a guess was right.
+            self._from_edge = hmac.compare_digest(value, self._secret)
 
     def on_message_complete(self) -> None:
+        assert self._transport is not None
         if self._url == HEALTH_PATH:
-            assert self._transport is not None
             self._transport.write(_response(200, b"ok", b"text/plain"))
             return
-        asyncio.ensure_future(
-            self._answer(self._api_key, self._jwt_payload, self._content_type, _max_lifetime(self._max_lifetime))
-        )
+        if not self._from_edge:
+            # Nothing else in the request is looked at: only Envoy may obtain an identity here.
+            self._transport.write(_response(403, deny_body(_NOT_FROM_EDGE, PERMISSION_DENIED), b"application/json"))
+            return
+        asyncio.ensure_future(self._answer(self._api_key, self._jwt_payload, self._authorization, self._content_type))
 
     async def _answer(
-        self, api_key: bytes | None, jwt_payload: bytes | None, content_type: bytes, max_lifetime: int
+        self, api_key: bytes | None, jwt_payload: bytes | None, authorization: bool, content_type: bytes
     ) -> None:
         try:
+            if authorization:
+                raise unsupported_authorization(self._policy.tokens_enabled)
             if jwt_payload is not None and api_key is not None:
                 raise ambiguous_credentials()
             if jwt_payload is not None:
-                identity = token_identity(jwt_payload, max_lifetime)
+                identity = token_identity(jwt_payload, self._policy.max_token_lifetime)
             else:
                 identity = await self._keys.authenticate(api_key.decode() if api_key is not None else None)
             signed = HEADER.encode() + b": " + self._edge.encode(identity).encode() + b"\r\n"
@@ -185,15 +247,23 @@ class _CheckProtocol(asyncio.Protocol):
             self._transport.write(reply)
 
 
+# Envoy opens one HTTP/1.1 connection per concurrent check (its pool for this cluster is capped in the
+# config): a burst of new streams must find room in the accept queue rather than time out connecting.
+LISTEN_BACKLOG = 4096
+
+
 class AuthzHttpServer:
-    def __init__(self, keys: KeyService, edge: EdgeIdentity) -> None:
+    def __init__(self, keys: KeyService, edge: EdgeIdentity, policy: CheckPolicy) -> None:
         self._keys = keys
         self._edge = edge
+        self._policy = policy
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _CheckProtocol(self._keys, self._edge), host, port)
+        self._server = await loop.create_server(
+            lambda: _CheckProtocol(self._keys, self._edge, self._policy), host, port, backlog=LISTEN_BACKLOG
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -4,10 +4,10 @@ Envoy strips the API key and the bearer token once they are checked (they need n
 clear); the check endpoint adds `x-agentok-identity` instead, HMAC-signed with a secret every server
 process sharing the database knows, so the server can trust it and nobody else can forge it.
 
-The signed payload carries an expiry a few seconds ahead: a header copied from a log, a proxy or a packet
-capture cannot be replayed straight to the server's port later. The check and the call it allows happen
-within milliseconds of each other, so the window only has to cover clock differences between hosts (keep
-clocks synchronized) and a slow request body (the server reads the header once the request has arrived).
+The signed payload carries an expiry: a header copied from a log, a proxy or a packet capture cannot be
+replayed straight to the server's port later. The check happens when the request's headers arrive and the
+server reads the header once its body has, so the window covers the route's timeout (a slow upload is
+still served within it) plus clock differences between hosts (keep clocks synchronized).
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from ..domain.errors import Unauthenticated
 from ..domain.model import AuthMethod, Identity, KeyScope
 
 HEADER = "x-agentok-identity"
-# Seconds a signed header stays valid after the check that made it.
-DEFAULT_TTL_SECONDS = 10.0
+# How far the clocks of the checking host and the serving host may differ (keep them synchronized).
+CLOCK_ALLOWANCE_SECONDS = 10.0
+# Seconds a signed header stays valid after the check that made it: the server uses the route's timeout
+# plus the allowance (app.py), since a request's body may take that long to arrive after the check.
+DEFAULT_TTL_SECONDS = 60.0 + CLOCK_ALLOWANCE_SECONDS
 
 
 def _b64(data: bytes) -> str:
