@@ -22,6 +22,7 @@ from .errors import (
     too_many_runs,
 )
 from .events import EventHub
+from .limits import check_id
 from .model import (
     Budget,
     Chat,
@@ -68,6 +69,7 @@ class ChatService:
     async def _get(self, owner: str, chat_id: str) -> Chat:
         if not chat_id:
             raise invalid_field("chat_id", "is required")
+        check_id("chat_id", chat_id)
         chat = await self._repo.get_chat(owner, chat_id) if is_clean_text(chat_id) else None
         if chat is None:
             raise chat_not_found(chat_id)
@@ -127,6 +129,7 @@ class ChatService:
             raise invalid_field("from_type", f'must be "flow" (got {from_type!r})')
         if not from_flow:
             raise invalid_field("from_flow", "is required: the id of a flow to run")
+        check_id("from_flow", from_flow)
         flow = await self._repo.get_flow(owner, from_flow) if is_clean_text(from_flow) else None
         if flow is None:
             raise flow_not_found(from_flow)

@@ -13,6 +13,7 @@ from ..engine.flow_spec import parse_flow
 from ..storage.repository import Repository
 from . import paging
 from .errors import flow_not_found, invalid_field
+from .limits import check_id
 from .model import Flow
 from .text import check_json_text, check_text, is_clean_text
 
@@ -46,6 +47,7 @@ class FlowService:
         return await self._repo.insert_flow(owner=owner, name=name.strip(), graph=graph, warnings=spec.warnings)
 
     async def get(self, owner: str, flow_id: str) -> Flow:
+        check_id("flow_id", flow_id)
         flow = await self._repo.get_flow(owner, flow_id) if is_clean_text(flow_id) else None
         if flow is None:
             raise flow_not_found(flow_id)
@@ -62,6 +64,7 @@ class FlowService:
         return flows, paging.encode(last.created_at.isoformat(), last.id)
 
     async def delete(self, owner: str, flow_id: str) -> None:
+        check_id("flow_id", flow_id)
         if not is_clean_text(flow_id) or not await self._repo.delete_flow(owner, flow_id):
             raise flow_not_found(flow_id)
 

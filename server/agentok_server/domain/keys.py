@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from ..storage.repository import Repository
 from . import paging
 from .errors import NotFound, PermissionDenied, Unauthenticated, invalid_field
+from .limits import check_id
 from .model import ApiKey, AuthMethod, Identity, KeyScope
 from .text import check_text
 
@@ -91,6 +92,7 @@ class KeyService:
         return keys[:limit], paging.encode(last.created_at.isoformat(), last.id)
 
     async def revoke(self, key_id: str, owner: str | None = None) -> None:
+        check_id("key_id", key_id)
         if not await self._repo.revoke_key(key_id, owner):
             raise NotFound(
                 f"no active API key with id {key_id!r}", reason="API_KEY_NOT_FOUND", metadata={"key_id": key_id}

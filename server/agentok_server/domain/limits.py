@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .errors import invalid_field
+
 # Every id the service mints (chat, flow, API key) is far shorter; a longer one can name nothing, so it is
 # refused before any lookup.
 MAX_ID_LENGTH: Final = 128
@@ -12,3 +14,16 @@ MAX_ID_LENGTH: Final = 128
 MAX_PAGE_TOKEN_LENGTH: Final = 1024
 # A client-chosen idempotency key (AIP-155).
 MAX_REQUEST_ID_LENGTH: Final = 128
+
+
+def check_id(field: str, value: str) -> str:
+    """An id longer than any the service mints names nothing: refused before it reaches a query."""
+    if len(value) > MAX_ID_LENGTH:
+        raise invalid_field(field, f"must be at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def check_page_token(value: str) -> str:
+    if len(value) > MAX_PAGE_TOKEN_LENGTH:
+        raise invalid_field("page_token", f"must be at most {MAX_PAGE_TOKEN_LENGTH} characters")
+    return value

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from .errors import InvalidArgument, invalid_field
+from .limits import check_page_token
 from .text import is_clean_text
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ def encode(*parts: str | int) -> str:
 
 
 def _decode(token: str) -> list[object]:
+    check_page_token(token)  # before base64 and JSON spend anything on it
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         parts = json.loads(raw)
