@@ -86,6 +86,15 @@ class StepResult:
     events: list[ChatEvent]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What claiming a request_id found (Repository.claim_request)."""
+
+    claimed: bool  # this caller must do the write
+    response: bytes | None = None  # the first attempt's response, when it finished
+    reused: bool = False  # the id was first used for a different request
+
+
 def make_engine(url: str) -> Engine | AsyncEngine:
     """SQLite: a sync engine, used inline (see Repository). PostgreSQL: an async engine on asyncpg."""
     if url.startswith("sqlite"):
@@ -501,11 +510,14 @@ class Repository:
         async with self._read() as conn:
             return await _runs_in_progress(conn, owner)
 
-    async def journal(self, chat_id: str, run_no: int, after_step: int = 0) -> list[JournalEntry]:
+    async def journal(
+        self, chat_id: str, run_no: int, after_step: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
         query = (
             select(RUN_STEP.c.kind, RUN_STEP.c.value)
             .where(RUN_STEP.c.chat_id == chat_id, RUN_STEP.c.run_no == run_no, RUN_STEP.c.step_no > after_step)
             .order_by(RUN_STEP.c.step_no)
+            .limit(limit)
         )
         async with self._read() as conn:
             return [JournalEntry(kind=r.kind, value=r.value) for r in (await conn.execute(query)).all()]
@@ -575,43 +587,43 @@ class Repository:
     # --- idempotent writes ----------------------------------------------------------------------
 
     async def claim_request(
-        self, owner: str, method: str, request_id: str, stale_before: datetime
-    ) -> tuple[bool, bytes | None]:
-        """Claims a request_id for a write about to run: (True, None) when this caller must do it; else
-        (False, the recorded response), or (False, None) while another caller's attempt is in progress.
-        A claim older than `stale_before` with no response (its process died mid-write) is taken over."""
+        self, owner: str, method: str, request_id: str, stale_before: datetime, *, fingerprint: str | None = None
+    ) -> Claim:
+        """Claims a request_id for a write about to run, for the request whose `fingerprint` is given (None:
+        any). Claimed when this caller must do it; else the recorded response, or none while another caller's
+        attempt is in progress. A claim older than `stale_before` with no response (its process died
+        mid-write) is taken over. An id first used for a request with another fingerprint is `reused`, in any
+        state, and nothing changes; a row from before fingerprints (NULL) matches any request."""
         key = (
             (IDEMPOTENCY.c.owner == owner) & (IDEMPOTENCY.c.method == method) & (IDEMPOTENCY.c.request_id == request_id)
         )
+        claim = IDEMPOTENCY.insert().values(
+            owner=owner, method=method, request_id=request_id, response=None, created_at=now(), fingerprint=fingerprint
+        )
         try:
             async with self._write() as conn:
-                await conn.execute(
-                    IDEMPOTENCY.insert().values(
-                        owner=owner, method=method, request_id=request_id, response=None, created_at=now()
-                    )
-                )
-            return True, None
+                await conn.execute(claim)
+            return Claim(claimed=True)
         except IntegrityError:
             pass  # claimed before: by a finished attempt, one in progress, or an abandoned one
         async with self._write() as conn:
-            row = (await conn.execute(select(IDEMPOTENCY.c.response, IDEMPOTENCY.c.created_at).where(key))).first()
+            columns = (IDEMPOTENCY.c.response, IDEMPOTENCY.c.created_at, IDEMPOTENCY.c.fingerprint)
+            row = (await conn.execute(select(*columns).where(key))).first()
             if row is None:  # released meanwhile (that attempt failed): claim it afresh
-                await conn.execute(
-                    IDEMPOTENCY.insert().values(
-                        owner=owner, method=method, request_id=request_id, response=None, created_at=now()
-                    )
-                )
-                return True, None
+                await conn.execute(claim)
+                return Claim(claimed=True)
+            if None not in (row.fingerprint, fingerprint) and row.fingerprint != fingerprint:
+                return Claim(claimed=False, reused=True)
             if row.response is not None:
-                return False, bytes(row.response)
+                return Claim(claimed=False, response=bytes(row.response))
             if convert.utc(row.created_at) < stale_before:
                 taken = await conn.execute(
                     update(IDEMPOTENCY)
                     .where(key, IDEMPOTENCY.c.response.is_(None), IDEMPOTENCY.c.created_at == row.created_at)
-                    .values(created_at=now())
+                    .values(created_at=now(), fingerprint=fingerprint or row.fingerprint)
                 )
-                return bool(taken.rowcount), None
-        return False, None
+                return Claim(claimed=bool(taken.rowcount))
+        return Claim(claimed=False)
 
     async def record_response(self, owner: str, method: str, request_id: str, response: bytes) -> None:
         async with self._write() as conn:

@@ -117,6 +117,9 @@ class IdempotencyRow(SQLModel, table=True):
     request_id: str = Field(primary_key=True)
     response: bytes | None = None
     created_at: datetime = _time()
+    # SHA-256 (hex) of the request the id was first used for (AIP-155: the same id with another request is
+    # refused). NULL on rows written before migration 0003, which match any request.
+    fingerprint: str | None = None
 
 
 class MessageRow(SQLModel, table=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import grpc
 
@@ -24,6 +24,17 @@ from . import convert
 from .rpc import Authenticator, server_stream, unary
 
 Ctx: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
+_Retryable = TypeVar("_Retryable", cs.CreateChatRequest, cs.SendMessageRequest, cs.SendInputRequest)
+
+
+def _without_request_id(request: _Retryable) -> bytes:
+    """The request as a retry is compared (AIP-155): its deterministic serialization without the request_id,
+    and without fields this build does not know, so REST and gRPC forms of one request compare equal."""
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")
+    body.DiscardUnknownFields()
+    return body.SerializeToString(deterministic=True)
 
 
 class ChatServicer(cs_grpc.ChatServiceServicer):
@@ -61,7 +72,9 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
             )
             return cs.CreateChatResponse(chat=convert.chat(chat)).SerializeToString()
 
-        response = await self.idempotency.once(identity.owner, "CreateChat", request.request_id, work)
+        response = await self.idempotency.once(
+            identity.owner, "CreateChat", request.request_id, work, body=_without_request_id(request)
+        )
         return cs.CreateChatResponse.FromString(response)
 
     @unary
@@ -80,7 +93,12 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
             return cs.SendMessageResponse(chat=convert.chat(chat), message=convert.message(message)).SerializeToString()
 
         response = await self.idempotency.once(
-            identity.owner, "SendMessage", request.request_id, work, scope=request.chat_id
+            identity.owner,
+            "SendMessage",
+            request.request_id,
+            work,
+            body=_without_request_id(request),
+            scope=request.chat_id,
         )
         return cs.SendMessageResponse.FromString(response)
 
@@ -102,7 +120,12 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
             return cs.SendInputResponse(chat=convert.chat(chat)).SerializeToString()
 
         response = await self.idempotency.once(
-            identity.owner, "SendInput", request.request_id, work, scope=request.chat_id
+            identity.owner,
+            "SendInput",
+            request.request_id,
+            work,
+            body=_without_request_id(request),
+            scope=request.chat_id,
         )
         return cs.SendInputResponse.FromString(response)
 
