@@ -39,6 +39,7 @@ from .text import storable
 log = logging.getLogger(__name__)
 
 IN_RUN = [ChatStatus.RUNNING, ChatStatus.WAITING]
+JOURNAL_PAGE = 500  # journal entries read at once when a run is rebuilt (a few milliseconds on SQLite)
 SYSTEM = "agentok"
 
 
@@ -394,8 +395,19 @@ class RunManager:
                 await self._end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue
             log.info("chat %s: resuming its run (run %d) from its journal", chat.id, chat.run.run_no)
-            started.append(self.start(chat, spec, await self.repo.journal(chat.id, chat.run.run_no)))
+            started.append(self.start(chat, spec, await self._journal(chat.id, chat.run.run_no)))
         return started
+
+    async def _journal(self, chat_id: str, run_no: int) -> list[JournalEntry]:
+        """The run's whole journal, read a page at a time with the loop served in between: on SQLite a read
+        runs inline, and a long run's journal (tens of thousands of steps) in one read would hold it."""
+        entries: list[JournalEntry] = []
+        while True:
+            page = await self.repo.journal(chat_id, run_no, after_step=len(entries), limit=JOURNAL_PAGE)
+            entries += page
+            if len(page) < JOURNAL_PAGE:
+                return entries
+            await asyncio.sleep(0)
 
     async def resume_all(self, *, replay_seconds: float = 30.0) -> None:
         """At start: rebuilds this replica's runs from before a restart and any run nobody holds, and returns
