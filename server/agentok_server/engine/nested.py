@@ -8,6 +8,8 @@ the summaries before it. The host's reply is the summary of the last chat run; n
 
 from __future__ import annotations
 
+import asyncio
+
 from .chat_runner import ChatOutcome, ChatRunner, with_carryover
 from .flow_spec import AgentSpec, ConverseSpec
 from .run_io import RunIO
@@ -37,6 +39,7 @@ class NestedChats:
             return None
         summaries: list[str] = []
         for k, (chat, message) in enumerate(queue):
+            await asyncio.sleep(0)  # as between sequential chats: one that ends at once does no IO
             ended = self._runner.ends_before_first_message(chat)
             if ended is not None:
                 outcome = ChatOutcome(ended, "")

@@ -7,6 +7,7 @@ followed by the carryover: the summaries of all the chats before it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from .chat_runner import ChatOutcome, ChatRunner, with_carryover
@@ -19,6 +20,9 @@ async def run_sequential(runner: ChatRunner, chats: Sequence[ConverseSpec], firs
     summaries: list[str] = []
     reasons: list[str] = []
     for k, chat in enumerate(chats):
+        # A chat that ends before its first message does no IO, so nothing else would let the event loop
+        # serve other calls between them: a flow of thousands of such chats would hold it for the whole lot.
+        await asyncio.sleep(0)
         # A summary is made only when a later chat carries it over: nobody reads the last one.
         summarize = k < len(chats) - 1
         ended = runner.ends_before_first_message(chat) if k > 0 else None
