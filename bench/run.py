@@ -153,6 +153,9 @@ def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Ite
         text=True,
     )
     neighbour_key = out.stdout.strip().splitlines()[-1]
+    check_secret = subprocess.run(
+        [str(BIN / "agentok"), "edge", "check-secret"], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
     servers: list[subprocess.Popen[bytes]] = []
     upstreams: list[Upstream] = []
     for n in range(replicas):
@@ -172,11 +175,14 @@ def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Ite
         work_dir=root / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
-        admin_port=free_port(),
         upstreams=upstreams,
         # As `make run` deploys it: bearer tokens verified too (requests here carry keys, so it passes them on).
         jwt=JwtConfig("agentok-dev", "agentok", jwks_file=ensure_dev_keys(root / "dev-jwt")) if auth else None,
         auth=auth,
+        check_secret=check_secret,
+        # No per-key rate limit: the load generator is one client with one key, and the figures measure the
+        # service, not the limit (a deployment keeps it on: AGENTOK_RATE_LIMIT_PER_SECOND).
+        rate_limit=None,
     )
     envoy.start()
     try:
