@@ -404,7 +404,7 @@ def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
 
 def _envoy_hosts(cluster: Cluster, name: str = "agentok_grpc") -> dict[int, dict[str, str]]:
     """Envoy's view of a cluster's hosts, by port: rq_success, health_flags, ..."""
-    text = httpx.get(f"http://127.0.0.1:{cluster.envoy.admin_port}/clusters", timeout=5).text
+    text = cluster.envoy.admin_get("/clusters").text  # over Envoy's admin socket
     hosts: dict[int, dict[str, str]] = {}
     for line in text.splitlines():
         parts = line.split("::")
