@@ -390,6 +390,7 @@ def render_envoy_config(
 ) -> str:
     """Return the bootstrap YAML.
 
+    Envoy's admin listens on the Unix socket `admin_socket` only (at most 107 bytes: EnvoyProcess picks it).
     The servers are `upstreams` (replicas, load-balanced and health-checked), or the one server given by
     `upstream_host`, `upstream_port` and `authz_port`. `auth=False` switches ext_authz off: only `make bench`
     uses it, to measure what auth costs. `route_timeout` bounds unary calls (WatchChat has none); a gRPC
