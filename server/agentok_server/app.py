@@ -148,12 +148,18 @@ async def build_app(settings: Settings) -> App:
 # Envoy refuses request headers over 16 KiB and adds a few of its own (the signed identity, the REST path):
 # whatever it forwards must fit, or gRPC refuses it with a RESOURCE_EXHAUSTED that names internal headers.
 MAX_METADATA_BYTES = 64 * 1024
+# Calls that arrived but that the application has not picked up yet: beyond grpc's default soft limit of
+# 1,000, grpc cancels them at random (a burst of 1,600 watchers lost a few percent as CANCELLED). The
+# event loop picks each up within moments, so a deep queue costs only memory; Envoy's stream limits bound it.
+MAX_PENDING_CALLS = 50_000
 
 
 def server_options() -> list[tuple[str, int]]:
     return [
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * MAX_PENDING_CALLS),
         # grpc turns SO_REUSEPORT on by default: a second server on the same port would bind as well and
         # silently share the calls. Off, the second one fails to bind and says which setting moves it.
         ("grpc.so_reuseport", 0),

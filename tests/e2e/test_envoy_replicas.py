@@ -22,7 +22,7 @@ import pytest
 
 from agentok_server.edge.envoy_config import Upstream, render_envoy_config
 from agentok_server.edge.envoy_process import EnvoyProcess, validate_config
-from agentok_server.transport.authz_http import CHECK_PREFIX, HEALTH_PATH
+from agentok_server.transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADER, HEALTH_PATH
 
 from ..support.api import two_agent_flow
 from ..support.fake_llm import FakeLlmServer
@@ -37,6 +37,7 @@ class Replicas:
     servers: list[ServerProcess]
     envoy: EnvoyProcess
     key: str
+    check_secret: str
 
     @property
     def rest_url(self) -> str:
@@ -86,18 +87,19 @@ def replicas(tmp_path: Path, llm_server: FakeLlmServer) -> Iterator[Replicas]:
         env = {**base_env, "AGENTOK_GRPC_PORT": str(free_port()), "AGENTOK_AUTHZ_PORT": str(free_port())}
         env["AGENTOK_REPLICA_ID"] = f"replica-{n}"
         servers.append(ServerProcess(env, int(env["AGENTOK_GRPC_PORT"]), tmp_path / f"replica-{n}.log"))
+    secret = check_secret(base_env)
     envoy = EnvoyProcess(
         work_dir=tmp_path / "envoy",
         listen_host="127.0.0.1",
         listen_port=free_port(),
         upstreams=[Upstream("127.0.0.1", s.port, int(s.env["AGENTOK_AUTHZ_PORT"])) for s in servers],
-        check_secret=check_secret(base_env),
+        check_secret=secret,
     )
     try:
         for s in servers:
             s.start()
         envoy.start()
-        yield Replicas(servers, envoy, create_key(base_env, "replicas", "rita")[1])
+        yield Replicas(servers, envoy, create_key(base_env, "replicas", "rita")[1], secret)
     finally:
         envoy.stop()
         for s in servers:
@@ -160,16 +162,23 @@ def test_no_client_request_reaches_the_check_endpoints_health_route(replicas: Re
     # it), while what Envoy would send for a client's /healthz is an ordinary, refused check.
     authz = f"http://127.0.0.1:{replicas.authz_port(replicas.servers[0])}"
     assert httpx.get(f"{authz}{HEALTH_PATH.decode()}").status_code == 200
-    assert httpx.get(f"{authz}{CHECK_PREFIX}{HEALTH_PATH.decode()}").status_code == 401
+    # Without the deployment's check secret nothing is even looked at (403); with it, an ordinary refused check.
+    assert httpx.get(f"{authz}{CHECK_PREFIX}{HEALTH_PATH.decode()}").status_code == 403
+    edge = {CHECK_SECRET_HEADER: replicas.check_secret}
+    assert httpx.get(f"{authz}{CHECK_PREFIX}{HEALTH_PATH.decode()}", headers=edge).status_code == 401
 
 
 class _Recorder(BaseHTTPRequestHandler):
     """A stand-in check endpoint that records what Envoy asks: health path -> 200, anything else -> 401."""
 
     seen: list[tuple[str, str]]  # (path, user-agent), set per test
+    # The check secret and content type each check request carried, in order.
+    secrets: list[tuple[str | None, str | None]]
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.seen.append((self.path, self.headers.get("user-agent", "")))
+        if self.path != HEALTH_PATH.decode():
+            self.secrets.append((self.headers.get(CHECK_SECRET_HEADER), self.headers.get("content-type")))
         status = 200 if self.path == HEALTH_PATH.decode() else 401
         self.send_response(status)
         self.send_header("content-length", "0")
@@ -189,6 +198,8 @@ def test_every_check_request_envoy_sends_starts_with_the_check_prefix(tmp_path: 
         pass
 
     Recorder.seen = seen  # this test's own list
+    secrets: list[tuple[str | None, str | None]] = []
+    Recorder.secrets = secrets
     recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     # No gRPC server at all: every request is refused by the check before it could be routed.
@@ -212,6 +223,9 @@ def test_every_check_request_envoy_sends_starts_with_the_check_prefix(tmp_path: 
         recorder.server_close()
     checks = [p for p, _ in seen if p != HEALTH_PATH.decode()]
     assert checks == [CHECK_PREFIX + p for p in client_paths]
+    # Every check proves it comes from this edge, and never says application/grpc (Envoy would then answer a
+    # timed-out check with a gRPC-style 200, which ext_authz reads as an allow).
+    assert secrets == [("recorded-check-secret", None)] * len(client_paths)
     assert {agent for p, agent in seen if p == HEALTH_PATH.decode()} == {"Envoy/HC"}
 
 

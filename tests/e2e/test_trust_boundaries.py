@@ -8,8 +8,10 @@ import asyncio
 import base64
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -18,14 +20,15 @@ import pytest
 
 from agentok.v1 import chat_service_pb2, chat_service_pb2_grpc
 from agentok_server.domain.model import AuthMethod, Identity, KeyScope
-from agentok_server.edge.envoy_config import JwtConfig, RateLimit
+from agentok_server.edge.envoy_config import AUTHZ_CONNECTIONS, JwtConfig, RateLimit
+from agentok_server.edge.envoy_process import EnvoyProcess
 from agentok_server.transport.authz_http import CHECK_SECRET_HEADER
 from agentok_server.transport.edge_identity import HEADER, EdgeIdentity
 
 from ..conftest import Keys
 from ..support.api import error_reason, two_agent_flow
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import Stack, create_key
+from ..support.stack import Stack, create_key, free_port
 from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 INTERNAL_NAMES = ("x-agentok", "x-envoy", "x-jwt")
@@ -275,14 +278,99 @@ async def test_more_than_1024_watchers_on_one_connection_all_open(stack: Stack, 
         calls = [chats.WatchChat(request, metadata=(("x-api-key", keys.alice),)) for _ in range(1_100)]
         try:
             # WatchChat sends its headers at once: every stream that opened has them; one that hangs in a queue
-            # would time out here instead.
+            # (Envoy's old per-connection limit of 1,024) times out here instead.
             opened = await asyncio.gather(
                 *(asyncio.wait_for(call.initial_metadata(), 60) for call in calls), return_exceptions=True
             )
-            failures = [o for o in opened if isinstance(o, BaseException)]
-            assert not failures, failures[:3]
-            codes = [await call.code() for call in calls if call.done()]
-            assert not codes, codes  # none ended (CANCELLED or otherwise) while opening
+            hung = [o for o in opened if isinstance(o, BaseException)]
+            assert not hung, hung[:3]
+            # A stream either opened and stays open, or failed fast with a status a client retries: on a loaded
+            # machine a key check may time out (UNAVAILABLE). Never CANCELLED (grpc's pending-call limit) and
+            # never UNAUTHENTICATED (a timed-out check that Envoy had let through without an identity).
+            ended = [await call.code() for call in calls if call.done()]
+            assert set(ended) <= {grpc.StatusCode.UNAVAILABLE}, set(ended)
+            assert len(calls) - len(ended) > 1_024
         finally:
             for call in calls:
                 call.cancel()
+
+
+# --- a key check that does not answer in time ----------------------------------------------------------
+
+
+class _Silent(BaseHTTPRequestHandler):
+    """A check endpoint that takes every request and answers none of them before the test ends."""
+
+    release: threading.Event
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path == "/healthz":  # Envoy's health checker keeps the endpoint in rotation
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        self.release.wait(30)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class _Upstream(chat_service_pb2_grpc.ChatServiceServicer):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ListChats(
+        self, request: chat_service_pb2.ListChatsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_service_pb2.ListChatsResponse:
+        self.calls += 1
+        return chat_service_pb2.ListChatsResponse()
+
+
+async def test_a_check_that_times_out_lets_nothing_through(tmp_path: Path) -> None:
+    """Native gRPC too: Envoy's HTTP client answers a timed-out request marked application/grpc with a
+    gRPC-style 200, which ext_authz would read as an allow; the check request must not be marked so."""
+    release = threading.Event()
+    handler = type("Silent", (_Silent,), {"release": release})
+    check = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=check.serve_forever, daemon=True).start()
+    upstream = _Upstream()
+    server = grpc.aio.server()
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(upstream, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    envoy = EnvoyProcess(
+        work_dir=tmp_path / "envoy",
+        listen_host="127.0.0.1",
+        listen_port=free_port(),
+        upstream_host="127.0.0.1",
+        upstream_port=port,
+        authz_port=check.server_address[1],
+        check_secret="timeout-test-secret",
+        authz_timeout=0.3,
+    )
+    await asyncio.to_thread(envoy.start)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{envoy.listen_port}") as channel:
+            chats = chat_service_pb2_grpc.ChatServiceStub(channel)
+            # More than Envoy keeps connections to the check endpoint: some checks time out on a connection,
+            # the rest while waiting for one.
+            calls = [
+                chats.ListChats(
+                    chat_service_pb2.ListChatsRequest(), metadata=(("x-api-key", "atk_whatever"),), timeout=10
+                )
+                for _ in range(AUTHZ_CONNECTIONS + 36)
+            ]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        codes = {o.code() if isinstance(o, grpc.aio.AioRpcError) else grpc.StatusCode.OK for o in outcomes}
+        assert codes == {grpc.StatusCode.UNAVAILABLE}, codes
+        r = await asyncio.to_thread(
+            httpx.get, f"{envoy.url}/chats", headers={"X-API-KEY": "atk_whatever"}, timeout=10
+        )
+        assert r.status_code == 503 and r.json()["code"] == 14, r.text
+        assert upstream.calls == 0
+    finally:
+        release.set()
+        envoy.stop()
+        await server.stop(0)
+        check.shutdown()
+        check.server_close()

@@ -11,7 +11,13 @@ from string import Template
 from urllib.parse import urlsplit
 
 from ..domain.limits import MAX_ID_LENGTH, MAX_PAGE_TOKEN_LENGTH
-from ..transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADER, HEALTH_PATH, INTERNAL_HEADERS
+from ..transport.authz_http import (
+    CHECK_PREFIX,
+    CHECK_SECRET_HEADER,
+    CLIENT_CONTENT_TYPE_HEADER,
+    HEALTH_PATH,
+    INTERNAL_HEADERS,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -456,6 +462,7 @@ def render_envoy_config(
         internal_headers="\n".join(
             f"                          - remove: {name}" for name in (*INTERNAL_HEADERS, "x-envoy-original-path")
         ),
+        client_content_type_header=CLIENT_CONTENT_TYPE_HEADER,
         rate_limit_filter=_rate_limit_filter(rate_limit),
         request_headers_timeout=_seconds(request_headers_timeout),
         max_request_headers_kb=max_request_headers_kb,

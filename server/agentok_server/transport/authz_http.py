@@ -46,6 +46,10 @@ JWT_PAYLOAD_HEADER = b"x-jwt-payload"
 # request comes from the edge. Its value is the server secret named CHECK_SECRET_NAME.
 CHECK_SECRET_HEADER = "x-agentok-check-secret"
 CHECK_SECRET_NAME = "authz-check"
+# The client request's content type, copied by Envoy under this name (never as content-type itself: a check
+# request that says application/grpc gets gRPC-style local replies from Envoy's own HTTP client, so a check
+# that timed out came back as HTTP 200 + grpc-status 14, which ext_authz took for an allow).
+CLIENT_CONTENT_TYPE_HEADER = "x-agentok-client-content-type"
 DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600
 # jwt_authn's own allowance for clocks that differ (clock_skew_seconds in the Envoy config).
 CLOCK_SKEW_SECONDS = 30
@@ -57,9 +61,10 @@ CHECK_PREFIX = "/check"
 _REMOVE = b"x-envoy-auth-headers-to-remove: x-api-key," + JWT_PAYLOAD_HEADER + b"\r\n"
 # Every header whose value is internal to the deployment: a client's copies are dropped at the edge
 # (envoy.yaml.tmpl's header_mutation), and the server port never trusts any but the signed identity.
-INTERNAL_HEADERS = (JWT_PAYLOAD_HEADER.decode(), HEADER, CHECK_SECRET_HEADER)
+INTERNAL_HEADERS = (JWT_PAYLOAD_HEADER.decode(), HEADER, CHECK_SECRET_HEADER, CLIENT_CONTENT_TYPE_HEADER)
 
 _CHECK_SECRET = CHECK_SECRET_HEADER.encode()
+_CLIENT_CONTENT_TYPE = CLIENT_CONTENT_TYPE_HEADER.encode()
 
 log = logging.getLogger(__name__)
 UNAUTHENTICATED = 16
@@ -203,7 +208,7 @@ class _CheckProtocol(asyncio.Protocol):
             self._api_key = value
         elif lower == JWT_PAYLOAD_HEADER:
             self._jwt_payload = value
-        elif lower == b"content-type":
+        elif lower == _CLIENT_CONTENT_TYPE:
             self._content_type = value
         elif lower == b"authorization":
             self._authorization = True
