@@ -108,7 +108,8 @@ async def test_an_old_signed_identity_is_refused_on_the_server_port(stack: Stack
         # Freshly signed with the right secret: accepted (so the refusal below is about age alone).
         fresh = await stub.ListChats(chat_service_pb2.ListChatsRequest(), metadata=((HEADER, edge.encode(who)),))
         assert list(fresh.chats) == []
-        replayed = edge.encode(who, now=time.time() - 60)  # a header captured a minute ago
+        # A header captured two minutes ago: past the route timeout (60 s) plus the clock allowance (10 s).
+        replayed = edge.encode(who, now=time.time() - 120)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ListChats(chat_service_pb2.ListChatsRequest(), metadata=((HEADER, replayed),), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -95,8 +95,11 @@ def test_a_token_without_subject_is_refused(stack: Stack, tokens: TokenFactory) 
 
 
 def test_neither_key_nor_token_is_refused(stack: Stack) -> None:
-    r = httpx.get(f"{stack.rest_url}/chats", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    r = httpx.get(f"{stack.rest_url}/chats")
     assert r.status_code == 401 and "missing credentials" in r.json()["message"]
+    # An Authorization header in another scheme is no credential either: refused, saying what to send.
+    r = httpx.get(f"{stack.rest_url}/chats", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status_code == 401 and "Authorization header was not understood" in r.json()["message"]
 
 
 def test_a_forged_payload_header_is_not_trusted(stack: Stack) -> None:

@@ -28,7 +28,7 @@ from agentok_server.transport.edge_identity import HEADER, EdgeIdentity
 from ..conftest import Keys
 from ..support.api import error_reason, two_agent_flow
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import Stack, create_key, free_port
+from ..support.stack import Stack, agentok_cli, create_key, free_port
 from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 INTERNAL_NAMES = ("x-agentok", "x-envoy", "x-jwt")
@@ -69,6 +69,8 @@ def test_even_a_valid_key_gets_no_identity_from_the_check_port_without_the_secre
     # With the deployment's secret (what Envoy adds) the same check works: the secret is the only difference.
     ok = _check(stack, {"x-api-key": keys.alice, CHECK_SECRET_HEADER: stack.check_secret})
     assert ok.status_code == 200 and HEADER in ok.headers
+    # The operator's way to learn it, for an Envoy of their own.
+    assert agentok_cli(stack.env, "edge", "check-secret").strip() == stack.check_secret
 
 
 def test_the_lifetime_rule_comes_from_the_server_not_the_request(stack: Stack, tokens: TokenFactory) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentok_server.edge.envoy_config import JwtConfig
 from agentok_server.edge.envoy_process import EnvoyProcess
+from agentok_server.storage.repository import Repository, make_engine
+from agentok_server.transport.authz_http import CHECK_SECRET_NAME, new_check_secret
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,8 +38,25 @@ def agentok_cli(env: dict[str, str], *args: str) -> str:
 
 
 def check_secret(env: dict[str, str]) -> str:
-    """The deployment's key-check secret (in its database), which Envoy must send with every check."""
-    return agentok_cli(env, "edge", "check-secret").strip()
+    """The deployment's key-check secret (in its database, made if missing), which Envoy must send with every
+    check: what `agentok edge check-secret` prints, read in-process (a CLI process per stack costs a second)."""
+    url = env.get("AGENTOK_DATABASE_URL") or env.get("DATABASE_URL")
+    if not url:
+        url = f"sqlite:///{(Path(env['AGENTOK_DATA_DIR']) / 'agentok.db').resolve()}"
+
+    async def read() -> str:
+        repo = Repository(make_engine(url))
+        try:
+            return await repo.server_secret(CHECK_SECRET_NAME, new_check_secret)
+        finally:
+            await repo.dispose()
+
+    result: list[str] = []
+    # Its own thread and loop: fixtures call this from inside pytest-asyncio's running loop too.
+    worker = threading.Thread(target=lambda: result.append(asyncio.run(read())))
+    worker.start()
+    worker.join(60)
+    return result[0]
 
 
 def create_key(env: dict[str, str], name: str, owner: str) -> tuple[str, str]:

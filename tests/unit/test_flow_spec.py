@@ -740,3 +740,17 @@ def test_edge_data_not_an_object_is_invalid_flow(data: Any) -> None:
     flow = minimal_flow()
     flow["edges"][1]["data"] = data
     assert violation(rejected(flow))[0].startswith("flow.edges[1]")
+
+
+def test_a_flow_with_too_many_nodes_or_edges_is_refused_before_it_is_walked() -> None:
+    from agentok_server.domain.limits import MAX_FLOW_EDGES, MAX_FLOW_NODES
+
+    note = {"id": "n", "type": "note", "data": {}}
+    many_nodes = {"nodes": [{**note, "id": f"n{i}"} for i in range(MAX_FLOW_NODES + 1)], "edges": []}
+    with pytest.raises(InvalidArgument) as err:
+        parse_flow(many_nodes)
+    assert "at most 500" in err.value.message and "flow.nodes" in err.value.message
+    many_edges = {"nodes": [note], "edges": [{"source": "n", "target": "n"}] * (MAX_FLOW_EDGES + 1)}
+    with pytest.raises(InvalidArgument) as err:
+        parse_flow(many_edges)
+    assert "flow.edges" in err.value.message

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from ..engine.egress import EgressPolicy, EgressRefused
-from ..engine.flow_spec import parse_flow
+from ..engine.flow_spec import check_graph_size, parse_flow
 from ..storage.repository import Repository
 from . import paging
 from .errors import flow_not_found, invalid_field
@@ -35,6 +35,7 @@ class FlowService:
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
         check_text("name", name)
+        check_graph_size(graph)
         check_finite_numbers("flow", graph)
         spec = parse_flow(graph, code_execution=self._code_execution)
         check_json_text("flow", graph)

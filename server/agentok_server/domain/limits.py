@@ -27,3 +27,8 @@ def check_page_token(value: str) -> str:
     if len(value) > MAX_PAGE_TOKEN_LENGTH:
         raise invalid_field("page_token", f"must be at most {MAX_PAGE_TOKEN_LENGTH} characters")
     return value
+# A flow's graph: Agentok Studio's real flows have a dozen nodes. Parsing runs on the event loop (at
+# CreateFlow, at every SendMessage and at every takeover): a bound on its size bounds how long one tenant's
+# flow can hold the loop (100,000 nodes took most of a second).
+MAX_FLOW_NODES: Final = 500
+MAX_FLOW_EDGES: Final = 2000

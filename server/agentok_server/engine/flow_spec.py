@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.errors import InvalidArgument
+from ..domain.limits import MAX_FLOW_EDGES, MAX_FLOW_NODES
 
 AGENT_TYPES = {"user", "assistant", "conversable"}
 GROUP_TYPE = "groupchat"
@@ -628,6 +629,17 @@ class _Graph:
         return agents
 
 
+def check_graph_size(flow: Any) -> None:
+    """At most MAX_FLOW_NODES nodes and MAX_FLOW_EDGES edges: checked before anything walks the graph."""
+    if not isinstance(flow, dict):
+        return
+    nodes, edges = flow.get("nodes"), flow.get("edges")
+    if isinstance(nodes, list) and len(nodes) > MAX_FLOW_NODES:
+        raise _fail("flow.nodes", f"has {len(nodes)} nodes; a flow may have at most {MAX_FLOW_NODES}")
+    if isinstance(edges, list) and len(edges) > MAX_FLOW_EDGES:
+        raise _fail("flow.edges", f"has {len(edges)} edges; a flow may have at most {MAX_FLOW_EDGES}")
+
+
 def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
     """Validates a flow graph; raises InvalidArgument (reason INVALID_FLOW) naming what is wrong.
     `code_execution`: whether this server runs code (AGENTOK_CODE_EXECUTION_ENABLED)."""
@@ -639,6 +651,7 @@ def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
         raise _fail("flow.nodes", "must be a non-empty list of nodes")
     if not isinstance(edges, list):
         raise _fail("flow.edges", "must be a list of edges")
+    check_graph_size(flow)
 
     by_id: dict[str, dict[str, Any]] = {}
     for i, node in enumerate(nodes):
