@@ -244,6 +244,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected
 def test_native_grpc_over_its_rate_gets_resource_exhausted(limited: Stack) -> None:
     _, key = create_key(limited.env, "grpc-greedy", "grpc-greedy")
     codes = []
+    message = ""
     with grpc.insecure_channel(limited.edge_target) as channel:
         chats = chat_service_pb2_grpc.ChatServiceStub(channel)
         for _ in range(20):
@@ -252,8 +253,10 @@ def test_native_grpc_over_its_rate_gets_resource_exhausted(limited: Stack) -> No
                 codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as err:
                 codes.append(err.code())
+                message = err.details() or ""
     assert codes[:3] == [grpc.StatusCode.OK] * 3
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert "too many requests with this credential" in message
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
