@@ -124,3 +124,17 @@ async def test_a_key_and_a_token_together_are_refused(
             assert body["code"] == 16 and "send one credential" in body["message"]
             assert body["details"][0]["reason"] == "CREDENTIALS_AMBIGUOUS"
     assert recorder.metadata == []  # nothing reached the service
+
+
+async def test_no_client_is_internal_so_its_envoy_control_headers_go_nowhere(
+    edge: tuple[str, _Recorder, str, EdgeIdentity],
+) -> None:
+    """Envoy trusts x-envoy-* headers (timeouts, retries) only from "internal" clients; at the edge none is,
+    even on loopback."""
+    url, recorder, secret, _ = edge
+    forged = {"x-envoy-max-retries": "5", "x-envoy-upstream-rq-timeout-ms": "1", "x-envoy-internal": "true"}
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/chats", headers={"X-API-KEY": secret, **forged})).status_code == 200
+    (seen,) = recorder.metadata
+    # What Envoy itself adds (the transcoder's original path and method, the external address) is all there is.
+    assert not set(forged) & set(seen), seen
