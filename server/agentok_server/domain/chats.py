@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..engine.flow_spec import FlowSpec, parse_flow
-from ..storage.repository import Repository, RunLimitReached
 from . import paging
 from .errors import (
     FailedPrecondition,
@@ -36,6 +35,7 @@ from .model import (
     StatusChange,
     TimeoutAction,
 )
+from .ports import ChatsAndFlows, RunLimitReached
 from .runs import IN_RUN, SYSTEM, RunManager
 from .text import check_text, is_clean_text
 
@@ -49,7 +49,7 @@ STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
 class ChatService:
     def __init__(
         self,
-        repo: Repository,
+        repo: ChatsAndFlows,
         hub: EventHub,
         runs: RunManager,
         *,

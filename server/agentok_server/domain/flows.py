@@ -10,11 +10,11 @@ from typing import Any
 
 from ..engine.egress import EgressPolicy, EgressRefused
 from ..engine.flow_spec import check_graph_size, parse_flow
-from ..storage.repository import Repository
 from . import paging
 from .errors import flow_not_found, invalid_field
 from .limits import check_id
 from .model import Flow
+from .ports import FlowStore
 from .text import check_json_text, check_text, is_clean_text
 
 
@@ -28,7 +28,7 @@ def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
 
 
 class FlowService:
-    def __init__(self, repo: Repository, *, egress: EgressPolicy, code_execution: bool = False) -> None:
+    def __init__(self, repo: FlowStore, *, egress: EgressPolicy, code_execution: bool = False) -> None:
         self._repo = repo
         self._egress = egress
         self._code_execution = code_execution

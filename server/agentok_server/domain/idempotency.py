@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from ..storage.repository import Repository
 from .errors import Aborted, InvalidArgument, invalid_field
 from .limits import MAX_REQUEST_ID_LENGTH, check_id
+from .ports import IdempotencyStore
 from .text import check_text
 
 MAX_REQUEST_ID = MAX_REQUEST_ID_LENGTH
@@ -22,7 +22,7 @@ def fingerprint(body: bytes) -> str:
 
 
 class Idempotency:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: IdempotencyStore) -> None:
         self._repo = repo
 
     async def once(

@@ -7,11 +7,11 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from ..storage.repository import Repository
 from . import paging
 from .errors import NotFound, PermissionDenied, Unauthenticated, invalid_field
 from .limits import check_id
 from .model import ApiKey, AuthMethod, Identity, KeyScope
+from .ports import KeyStore
 from .text import check_text
 
 KEY_PREFIX = "atk_"
@@ -33,7 +33,7 @@ def ambiguous_credentials() -> Unauthenticated:
 
 
 class KeyService:
-    def __init__(self, repo: Repository, *, cache_seconds: float) -> None:
+    def __init__(self, repo: KeyStore, *, cache_seconds: float) -> None:
         self._repo = repo
         self._cache_seconds = cache_seconds
         # secret hash -> (key or None, expiry). Bounded freshness: a revocation is seen within

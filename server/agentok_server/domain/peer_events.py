@@ -8,16 +8,16 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ..storage.repository import Repository
 from .events import EventHub
 from .model import ChatEvent, ChatStatus, EventKind
+from .ports import RunStore
 from .runs import RunManager
 
 log = logging.getLogger(__name__)
 
 
 class PeerEvents:
-    def __init__(self, repo: Repository, hub: EventHub, runs: RunManager) -> None:
+    def __init__(self, repo: RunStore, hub: EventHub, runs: RunManager) -> None:
         self._repo = repo
         self._hub = hub
         self._runs = runs

@@ -22,7 +22,6 @@ from ..engine.flow_run import run_flow
 from ..engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 from ..engine.llm import Endpoint, LlmClient, LlmError, resolve_endpoint
 from ..settings import Settings
-from ..storage.repository import Repository, StepItem
 from .errors import DomainError
 from .events import EventHub
 from .model import (
@@ -34,6 +33,7 @@ from .model import (
     StatusChange,
     TimeoutAction,
 )
+from .ports import RunStore, StepItem
 from .text import storable
 
 log = logging.getLogger(__name__)
@@ -241,11 +241,11 @@ def _system(text: str) -> NewMessage:
 
 
 class RunManager:
-    """This replica's runs. Each is executed under a lease on its chat (see Repository.apply_step): the
+    """This replica's runs. Each is executed under a lease on its chat (see RunStore.apply_step): the
     manager renews the leases it holds, stops runs whose lease it lost (cancelled, deleted, taken over
     elsewhere), and takes over runs whose holder stopped renewing (a replica that died)."""
 
-    def __init__(self, repo: Repository, hub: EventHub, llm: LlmClient, settings: Settings) -> None:
+    def __init__(self, repo: RunStore, hub: EventHub, llm: LlmClient, settings: Settings) -> None:
         self.repo = repo
         self.hub = hub
         self.llm = llm

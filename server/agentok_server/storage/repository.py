@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +27,8 @@ from ..domain.model import (
     KeyScope,
     Message,
     NewMessage,
-    StatusChange,
 )
+from ..domain.ports import Claim, RunLimitReached, StepItem, StepResult
 from . import convert
 from .tables import (
     ApiKeyRow,
@@ -52,7 +51,6 @@ SECRET = ServerSecretRow.__table__  # type: ignore[attr-defined]
 RUN_STEP = RunStepRow.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY = IdempotencyRow.__table__  # type: ignore[attr-defined]
 
-StepItem = NewMessage | StatusChange
 _IN_RUN = [ChatStatus.RUNNING.value, ChatStatus.WAITING.value]
 # Statements on the hot path (every call authenticates; GetChat is the polling call) are built once.
 _CHAT_COLUMNS = [c for c in CHAT.c if c.name != "graph"]  # all but the flow snapshot, which only runs need
@@ -70,29 +68,6 @@ def now() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-class RunLimitReached(Exception):
-    """Starting the run would give its owner more runs in progress than `limit`; nothing was written."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"{limit} runs in progress")
-        self.limit = limit
-
-
-@dataclass(frozen=True)
-class StepResult:
-    chat: Chat
-    events: list[ChatEvent]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What claiming a request_id found (Repository.claim_request)."""
-
-    claimed: bool  # this caller must do the write
-    response: bytes | None = None  # the first attempt's response, when it finished
-    reused: bool = False  # the id was first used for a different request
 
 
 def make_engine(url: str) -> Engine | AsyncEngine:

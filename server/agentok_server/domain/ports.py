@@ -1,0 +1,174 @@
+"""What the domain needs from storage, declared by the domain: one Protocol per concern, and the types the
+port speaks in. `storage.repository.Repository` implements all of them (the composition root, app.py, hands
+it to each service); the domain never imports storage, and a test can hand it an in-memory store instead.
+
+Storage reports outcomes in the port's terms (None for a missing row or a lost race, `Claim`,
+`RunLimitReached`); the domain decides which error a client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from .model import (
+    ApiKey,
+    Budget,
+    Chat,
+    ChatEvent,
+    ChatStatus,
+    Flow,
+    JournalEntry,
+    KeyScope,
+    Message,
+    NewMessage,
+    StatusChange,
+)
+
+# What one step of a run appends to a chat, in order.
+StepItem = NewMessage | StatusChange
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The chat after a step, and the events the step committed (for watchers)."""
+
+    chat: Chat
+    events: list[ChatEvent]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming a request_id found (IdempotencyStore.claim_request)."""
+
+    claimed: bool  # this caller must do the write
+    response: bytes | None = None  # the first attempt's response, when it finished
+    reused: bool = False  # the id was first used for a different request
+
+
+class RunLimitReached(Exception):
+    """Starting the run would give its owner more runs in progress than `limit`; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} runs in progress")
+        self.limit = limit
+
+
+class KeyStore(Protocol):
+    async def insert_key(
+        self,
+        *,
+        name: str,
+        owner: str,
+        prefix: str,
+        secret_hash: str,
+        scope: KeyScope = KeyScope.CHAT,
+        expires_at: datetime | None = None,
+    ) -> ApiKey: ...
+
+    async def list_keys(
+        self, owner: str | None = None, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[ApiKey]: ...
+
+    async def revoke_key(self, key_id: str, owner: str | None = None) -> bool: ...
+
+    async def get_key(self, key_id: str, owner: str) -> ApiKey | None: ...
+
+    async def key_for_hash(self, secret_hash: str) -> ApiKey | None: ...
+
+    async def touch_key(self, key_id: str, when: datetime) -> None: ...
+
+
+class FlowStore(Protocol):
+    async def insert_flow(self, *, owner: str, name: str, graph: dict[str, Any], warnings: list[str]) -> Flow: ...
+
+    async def get_flow(self, owner: str, flow_id: str) -> Flow | None: ...
+
+    async def list_flows(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Flow]: ...
+
+    async def delete_flow(self, owner: str, flow_id: str) -> bool: ...
+
+
+class ChatStore(Protocol):
+    """Chats, their messages and events, and the steps runs append to them."""
+
+    async def insert_chat(
+        self,
+        *,
+        owner: str,
+        name: str,
+        from_type: str,
+        from_flow: str,
+        graph: dict[str, Any],
+        budget: Budget | None = None,
+    ) -> Chat: ...
+
+    async def get_chat(self, owner: str, chat_id: str) -> Chat | None: ...
+
+    async def get_chat_any_owner(self, chat_id: str) -> Chat | None: ...
+
+    async def get_chat_graph(self, chat_id: str) -> dict[str, Any] | None: ...
+
+    async def list_chats(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Chat]: ...
+
+    async def delete_chat(self, owner: str, chat_id: str) -> Chat | None: ...
+
+    async def list_messages(self, chat_id: str, limit: int, after_seq: int) -> list[Message]: ...
+
+    async def events_after(self, chat_id: str, after_seq: int) -> list[ChatEvent]: ...
+
+    async def apply_step(
+        self,
+        chat_id: str,
+        items: Sequence[StepItem],
+        *,
+        require: Sequence[ChatStatus] | None = None,
+        owner: str | None = None,
+        journal: Sequence[JournalEntry] = (),
+        start_run: str | None = None,
+        run_no: int | None = None,
+        holder: str | None = None,
+        lease_until: datetime | None = None,
+        max_runs_per_owner: int | None = None,
+    ) -> StepResult | None:
+        """Appends `items` (and `journal` entries) as one transaction; None when the chat is gone or the
+        precondition (`require`, `run_no`, the lease `holder`) no longer holds. With `start_run` and
+        `max_runs_per_owner`, raises RunLimitReached (writing nothing) when the owner is at the cap."""
+        ...
+
+
+class RunStore(ChatStore, Protocol):
+    """What runs need besides chats: their journals and the leases that say which replica executes them."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    async def journal(
+        self, chat_id: str, run_no: int, after_step: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]: ...
+
+    async def acquire_lease(self, chat_id: str, holder: str, until: datetime) -> bool: ...
+
+    async def renew_leases(self, holder: str, chat_ids: Sequence[str], until: datetime) -> dict[str, ChatStatus]: ...
+
+    async def release_leases(self, holder: str) -> None: ...
+
+    async def unheld_runs(self, limit: int = 100) -> list[str]: ...
+
+    async def held_runs(self, holder: str) -> list[str]: ...
+
+
+class IdempotencyStore(Protocol):
+    async def claim_request(
+        self, owner: str, method: str, request_id: str, stale_before: datetime, *, fingerprint: str | None = None
+    ) -> Claim: ...
+
+    async def record_response(self, owner: str, method: str, request_id: str, response: bytes) -> None: ...
+
+    async def release_claim(self, owner: str, method: str, request_id: str) -> None: ...
+
+
+class ChatsAndFlows(ChatStore, FlowStore, Protocol):
+    """ChatService's view: chats, and the flows a chat is created from."""
