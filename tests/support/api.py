@@ -20,12 +20,12 @@ from agentok.v1 import (
     flow_service_pb2_grpc,
 )
 
-FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-flows"
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "data" / "agentok-flows"
 TERMINAL = {"completed", "error"}
 
 
 def real_flow(name: str) -> dict[str, Any]:
-    """One of the real Agentok Studio flows from shared/ (e.g. "01"), as a dict."""
+    """One of the real Agentok Studio flows in tests/data/ (e.g. "01"), as a dict."""
     (path,) = FLOWS_DIR.glob(f"{name}-*.json")
     return json.loads(path.read_text())
 

@@ -1,6 +1,6 @@
 """Unit tests for engine.conversation.TwoAgentConversation: AutoGen's two-agent chat semantics.
 
-Expected sequences are those observed on autogen 0.14.1 (shared/notes/autogen-semantics.md §1). Agents
+Expected sequences are those observed on autogen 0.14.1 (docs/autogen-semantics.md §1). Agents
 with `disable_llm: true` and a `default_auto_reply` stand in for AutoGen's `llm_config=False` agents with
 a fixed `default_auto_reply`; a scripted `complete` stands in for the model.
 """

@@ -22,7 +22,7 @@ from agentok_server.engine.flow_spec import (
     parse_flow,
 )
 
-FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-flows"
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "data" / "agentok-flows"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-f
 
 
 def real_flow(prefix: str) -> dict[str, Any]:
-    """One of the 15 real flows in shared/data/agentok-flows, by its two-digit prefix (e.g. "01")."""
+    """One of the 15 real flows in tests/data/agentok-flows, by its two-digit prefix (e.g. "01")."""
     (path,) = FLOWS_DIR.glob(f"{prefix}-*.json")
     flow = json.loads(path.read_text())
     assert isinstance(flow, dict)

@@ -1,6 +1,6 @@
 """Unit tests for group chats: rounds, termination, speaker selection (all four methods), introductions.
 
-Expected sequences and prompts are those observed on autogen 0.14.1 (shared/notes/autogen-semantics.md §3),
+Expected sequences and prompts are those observed on autogen 0.14.1 (docs/autogen-semantics.md §3),
 with GroupChat's agents in the order Agentok's codegen builds: the agents inside the group, then the
 initiator appended last.
 """

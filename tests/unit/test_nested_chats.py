@@ -1,6 +1,6 @@
 """Unit tests for nested chats: a `nestedchat` node's chats make its upstream agent's replies.
 
-Expected messages are those observed on autogen 0.14.1 (shared/notes/autogen-semantics.md §4), with
+Expected messages are those observed on autogen 0.14.1 (docs/autogen-semantics.md §4), with
 Agentok's trigger: the chats run when the host must reply to anyone but their own recipients.
 """
 
@@ -14,7 +14,7 @@ from agentok_server.domain.model import MessageType
 
 from .scripted import agent, converse, flow, group, nested, run
 
-FLOWS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "agentok-flows"
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "data" / "agentok-flows"
 
 
 def critic_reviewer(u: dict[str, Any] | None = None, host: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Unit tests for sequential chats: several converse edges from the first agent (AutoGen's initiate_chats).
 
-Expected messages are those observed on autogen 0.14.1 (shared/notes/autogen-semantics.md §2).
+Expected messages are those observed on autogen 0.14.1 (docs/autogen-semantics.md §2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The two-agent chat, with AutoGen's observed semantics (shared/notes/autogen-semantics.md §1).
+"""The two-agent chat, with AutoGen's observed semantics (docs/autogen-semantics.md §1).
 
 Written as an explicit loop over explicit state rather than AutoGen's recursive send/receive, so that a
 run can be awaited, cancelled mid model call, and rebuilt step by step by replaying its journal.

@@ -1,4 +1,4 @@
-"""AutoGen's reply pipeline for one agent, shared by every kind of chat (notes §1, §3, §4).
+"""AutoGen's reply pipeline for one agent, shared by every kind of chat (docs/autogen-semantics.md §1, §3, §4).
 
 An agent that must reply to a peer first runs the human/termination check (its `human_input_mode`,
 `max_consecutive_auto_reply` and `is_termination_msg`); when that gives no final answer it auto-replies:
