@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from agentok_server.devjwt import ensure_dev_keys
-from agentok_server.edge.envoy_config import SYSTEM_CA_FILE, JwtConfig
 from agentok_server.edge.envoy_process import EnvoyProcess
+from agentok_server.edge.envoy_tokens import SYSTEM_CA_FILE, JwtConfig
 
 from ..support.fake_llm import FakeLlmServer
 from ..support.stack import Stack, agentok_cli, free_port

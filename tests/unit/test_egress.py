@@ -18,8 +18,9 @@ import httpcore
 import pytest
 
 from agentok_server.domain.errors import InvalidArgument
-from agentok_server.engine import egress
-from agentok_server.engine.egress import EgressClient, EgressPolicy, EgressRefused
+from agentok_server.engine import egress, egress_client
+from agentok_server.engine.egress import EgressPolicy, EgressRefused
+from agentok_server.engine.egress_client import EgressClient
 from agentok_server.engine.flow_spec import parse_flow
 from agentok_server.engine.llm import Endpoint, LlmClient, LlmError
 
@@ -361,7 +362,7 @@ async def test_a_name_that_now_resolves_to_a_refused_address_is_refused_at_call_
 
 
 async def test_a_connection_to_an_address_the_policy_did_not_check_is_refused(server: FakeLlmServer) -> None:
-    backend = egress._PinnedBackend()
+    backend = egress_client._PinnedBackend()
     with pytest.raises(httpcore.ConnectError, match="not checked by the egress policy"):
         await backend.connect_tcp("127.0.0.1", server.port)
 

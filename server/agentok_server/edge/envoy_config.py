@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from urllib.parse import urlsplit
 
 from ..domain.limits import MAX_ID_LENGTH, MAX_PAGE_TOKEN_LENGTH
 from ..transport.authz_http import (
@@ -18,6 +17,7 @@ from ..transport.authz_http import (
     HEALTH_PATH,
     INTERNAL_HEADERS,
 )
+from .envoy_tokens import JwtConfig, jwt_fragments
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
@@ -81,73 +81,6 @@ _ENDPOINT = """              - endpoint:
                   address:
                     socket_address: {address: ${host}, port_value: ${port}}"""
 
-# Bearer tokens (Authorization: Bearer <JWT>), verified here against the configured issuer, audience and JWKS.
-# A request without a token passes on to the API-key check; a request with a bad token is refused (401).
-# forward: false drops the token once verified; its payload travels on only to the key check.
-# Tokens must carry `exp` and expire within the configured maximum lifetime; the key check enforces that (see
-# _AUTHZ_HTTP) rather than jwt_authn's own require_expiration/max_lifetime, which refuse with the same
-# "Jwt verification fails" as a forged signature, leaving a client no way to tell what to fix.
-_JWT_FILTER = """\
-                  - name: envoy.filters.http.jwt_authn
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-                      providers:
-                        agentok:
-                          issuer: ${issuer}
-                          audiences: [${audience}]
-                          # The scheme is case-insensitive (RFC 9110) but value_prefix is not: every spelling of
-                          # "Bearer" is listed. Any other Authorization header reaches the key check and is refused.
-                          from_headers:
-${bearer_prefixes}
-                          forward: false
-                          forward_payload_header: x-jwt-payload
-                          clock_skew_seconds: 30
-${jwks}
-                      rules:
-                        - match: {prefix: /}
-                          requires:
-                            requires_any:
-                              requirements: [{provider_name: agentok}, {allow_missing: {}}]"""
-_LOCAL_JWKS = """\
-                          local_jwks: {filename: ${path}}"""
-_REMOTE_JWKS = """\
-                          remote_jwks:
-                            http_uri: {uri: ${uri}, cluster: agentok_jwks, timeout: 5s}
-                            cache_duration: 300s
-                            async_fetch: {fast_listener: false}
-                            retry_policy: {num_retries: 3}"""
-_JWKS_CLUSTER = """\
-    - name: agentok_jwks
-      type: STRICT_DNS
-      dns_lookup_family: V4_PREFERRED
-      connect_timeout: 5s
-      load_assignment:
-        cluster_name: agentok_jwks
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    socket_address: {address: ${host}, port_value: ${port}}
-${tls}"""
-# An https JWKS is fetched over a verified connection: without it, anyone on the path could serve their own
-# keys and mint tokens for any owner. The certificate must chain to the CA bundle and name the JWKS host.
-_JWKS_TLS = """\
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-${sni}          common_tls_context:
-            validation_context:
-              trusted_ca: {filename: ${ca_file}}
-              match_typed_subject_alt_names:
-                - san_type: ${san_type}
-                  matcher: {exact: ${host}}"""
-_JWKS_SNI = """\
-          sni: ${host}
-"""
-# The system's CA bundle (Debian's ca-certificates): what a public identity provider's certificate chains to.
-SYSTEM_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
-
 
 @dataclass(frozen=True)
 class Upstream:
@@ -156,18 +89,6 @@ class Upstream:
     host: str
     grpc_port: int
     authz_port: int
-
-
-@dataclass(frozen=True)
-class JwtConfig:
-    """Where bearer tokens come from: a local JWKS file (default) or a remote JWKS URI."""
-
-    issuer: str
-    audience: str
-    jwks_file: Path | None = None
-    jwks_uri: str | None = None
-    # CA bundle an https jwks_uri's certificate must chain to.
-    jwks_ca_file: Path = SYSTEM_CA_FILE
 
 
 @dataclass(frozen=True)
@@ -229,58 +150,6 @@ def _rate_limit_filter(limit: RateLimit | None) -> str:
     return (
         "                  - name: envoy.filters.http.local_ratelimit\n"
         f"                    typed_config: {json.dumps(config)}"
-    )
-
-
-def _jwt(config: JwtConfig | None) -> tuple[str, str]:
-    """(filter YAML, extra cluster YAML) for bearer tokens; empty when tokens are not configured."""
-    if config is None:
-        return "", ""
-    if config.jwks_uri:
-        url = urlsplit(config.jwks_uri)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"jwks_uri must be an http(s) URL, got {config.jwks_uri!r}")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        tls = _jwks_tls(url.hostname, config.jwks_ca_file) if url.scheme == "https" else ""
-        jwks = Template(_REMOTE_JWKS).substitute(uri=json.dumps(config.jwks_uri))
-        cluster = Template(_JWKS_CLUSTER).substitute(host=json.dumps(url.hostname), port=port, tls=tls)
-    elif config.jwks_file:
-        jwks = Template(_LOCAL_JWKS).substitute(path=json.dumps(str(Path(config.jwks_file).resolve())))
-        cluster = ""
-    else:
-        raise ValueError("bearer tokens need a jwks_file or a jwks_uri")
-    flt = Template(_JWT_FILTER).substitute(
-        issuer=json.dumps(config.issuer),
-        audience=json.dumps(config.audience),
-        jwks=jwks,
-        bearer_prefixes="\n".join(
-            f'                            - {{name: Authorization, value_prefix: "{p} "}}' for p in _bearer_spellings()
-        ),
-    )
-    return flt, cluster
-
-
-def _bearer_spellings() -> list[str]:
-    """ "Bearer" in every combination of upper and lower case (64): jwt_authn matches prefixes exactly."""
-    spellings = [""]
-    for letter in "bearer":
-        spellings = [s + c for s in spellings for c in (letter.upper(), letter)]
-    return spellings
-
-
-def _jwks_tls(host: str, ca_file: Path) -> str:
-    """The JWKS cluster's TLS: verified against `ca_file`, for `host` (a DNS name, or an IP address SAN)."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        san_type, sni = "IP_ADDRESS", ""  # SNI carries host names only
-        host = host.strip("[]")
-    except ValueError:
-        san_type, sni = "DNS", Template(_JWKS_SNI).substitute(host=json.dumps(host))
-    return Template(_JWKS_TLS).substitute(
-        host=json.dumps(host),
-        sni=sni,
-        san_type=san_type,
-        ca_file=json.dumps(str(Path(ca_file).resolve())),
     )
 
 
@@ -439,7 +308,7 @@ def render_envoy_config(
         health_path=json.dumps(HEALTH_PATH.decode()),
         authz_connections=AUTHZ_CONNECTIONS,
     )
-    jwt_filter, jwks_cluster = _jwt(jwt if auth else None)
+    jwt_filter, jwks_cluster = jwt_fragments(jwt if auth else None)
     return Template(TEMPLATE.read_text()).substitute(
         listen_host=json.dumps(listen),
         listen_port=listen_port,

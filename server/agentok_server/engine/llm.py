@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .egress import EgressClient, EgressPolicy, EgressRefused, redacted
+from .egress import EgressPolicy, EgressRefused, redacted
+from .egress_client import EgressClient
 from .flow_spec import LlmConfig
 
 
