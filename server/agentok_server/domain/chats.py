@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from ..engine.flow_spec import FlowSpec, parse_flow
+from ..engine.flow_spec import FlowSpec
 from . import paging
 from .errors import (
     FailedPrecondition,
@@ -21,6 +21,7 @@ from .errors import (
     too_many_runs,
 )
 from .events import EventHub
+from .flow_rules import parse_runnable
 from .limits import check_id
 from .model import (
     Budget,
@@ -157,7 +158,7 @@ class ChatService:
     async def _spec(self, chat_id: str) -> FlowSpec:
         graph = await self._repo.get_chat_graph(chat_id)
         try:
-            return parse_flow(graph, code_execution=self._runs.settings.code_execution_enabled)
+            return parse_runnable(graph, code_execution=self._runs.code_execution)
         except InvalidArgument as exc:
             raise FailedPrecondition(
                 f"the chat's flow can no longer run: {exc.message}", reason="FLOW_NOT_RUNNABLE"

@@ -19,11 +19,12 @@ from typing import Any
 
 from ..engine.code_execution import CodeBlock, CodeExecutor
 from ..engine.flow_run import run_flow
-from ..engine.flow_spec import AgentSpec, FlowSpec, parse_flow
+from ..engine.flow_spec import AgentSpec, FlowSpec
 from ..engine.llm import Endpoint, LlmClient, LlmError, resolve_endpoint
 from ..settings import Settings
 from .errors import DomainError
 from .events import EventHub
+from .flow_rules import parse_runnable
 from .model import (
     Chat,
     ChatStatus,
@@ -251,6 +252,7 @@ class RunManager:
         self.llm = llm
         self.settings = settings
         self.replica_id = repo.replica_id
+        self.code_execution = settings.code_execution_enabled
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._runs: dict[str, _Run] = {}
         self.waiting: dict[str, asyncio.Future[str]] = {}
@@ -388,9 +390,7 @@ class RunManager:
             if chat is None or not chat.status.in_run:
                 continue
             try:
-                spec = parse_flow(
-                    await self.repo.get_chat_graph(chat.id), code_execution=self.settings.code_execution_enabled
-                )
+                spec = parse_runnable(await self.repo.get_chat_graph(chat.id), code_execution=self.code_execution)
             except DomainError as err:
                 await self._end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue
