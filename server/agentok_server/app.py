@@ -22,6 +22,7 @@ from .domain.keys import KeyService
 from .domain.model import Budget, TimeoutAction
 from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
+from .engine.code_execution import CodeExecutor
 from .engine.egress import EgressPolicy
 from .engine.llm import LlmClient
 from .settings import Settings
@@ -113,7 +114,10 @@ async def build_app(settings: Settings) -> App:
     hub = EventHub()
     egress = EgressPolicy(settings.egress_allowed_hosts, server_urls=[settings.llm_base_url])
     llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress)
-    runs = RunManager(repo, hub, llm, settings)
+    executor = CodeExecutor(
+        timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
+    )
+    runs = RunManager(repo, hub, llm, settings, executor=executor)
     return App(
         settings=settings,
         repo=repo,
@@ -176,9 +180,7 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
         server,
     )
     add_servicer(flow_service_pb2_grpc.add_FlowServiceServicer_to_server, FlowServicer(app.flows, auth), server)
-    add_servicer(
-        api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server
-    )
+    add_servicer(api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server)
     await app.set_serving(True)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     try:
@@ -190,9 +192,7 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-async def serve(
-    settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
-) -> None:
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     """Runs until SIGTERM/SIGINT (or `stop` is set), then stops accepting, ends watch streams and stops runs
     cleanly."""
     app = await build_app(settings)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -16,7 +16,6 @@ from agentok_server.domain.errors import InvalidArgument, ResourceExhausted
 from agentok_server.domain.events import EventHub
 from agentok_server.domain.model import Budget, ChatStatus
 from agentok_server.domain.runs import RunManager
-from agentok_server.engine.llm import LlmClient
 from agentok_server.settings import Settings
 from agentok_server.storage.repository import Repository
 
@@ -72,6 +71,13 @@ class NoModel:
         raise AssertionError("no model is called in these tests")
 
 
+class NoCode:
+    """Nor does any of their agents run code."""
+
+    async def run(self, *_: object) -> str:
+        raise AssertionError("no code is run in these tests")
+
+
 @dataclass
 class Service:
     repo: Repository
@@ -96,7 +102,7 @@ async def service(repo: Repository) -> AsyncIterator[Service]:
         default_max_agent_turns=10, max_agent_turns_limit=TURN_LIMIT, max_concurrent_runs_per_owner=RUN_CAP
     )
     hub = EventHub()
-    runs = RunManager(repo, hub, cast(LlmClient, NoModel()), settings)
+    runs = RunManager(repo, hub, NoModel(), settings, executor=NoCode())
     chats = ChatService(
         repo,
         hub,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..engine.code_execution import CodeBlock
+from ..engine.llm import Endpoint
 from .model import (
     ApiKey,
     Budget,
@@ -54,6 +56,18 @@ class RunLimitReached(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} runs in progress")
         self.limit = limit
+
+
+class ModelClient(Protocol):
+    """What a run calls for a model's reply (engine/llm.py LlmClient; a test's scripted model)."""
+
+    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str: ...
+
+
+class CodeRunner(Protocol):
+    """What a run calls to execute an agent's code blocks (engine/code_execution.py CodeExecutor)."""
+
+    async def run(self, blocks: list[CodeBlock]) -> str: ...
 
 
 class KeyStore(Protocol):
