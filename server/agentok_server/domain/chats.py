@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from ..engine.flow_spec import FlowSpec
 from . import paging
 from .errors import (
+    Aborted,
     FailedPrecondition,
     InvalidArgument,
     chat_not_found,
@@ -45,6 +46,9 @@ MAX_INPUT_TIMEOUT_SECONDS = 366 * 86400
 # within moments, and anything sooner would only be refused again.
 RUN_SLOT_RETRY_SECONDS = 5.0
 STARTABLE = [ChatStatus.READY, ChatStatus.COMPLETED, ChatStatus.ERROR]
+# Starts tried while other runs keep beginning and ending between the read and the write (each such round is a
+# whole run that started and finished meanwhile, so a few suffice).
+START_ATTEMPTS = 3
 
 
 class ChatService:
@@ -173,25 +177,33 @@ class ChatService:
         spec = await self._spec(chat_id)
         initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
         first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
-        # The run's lease is taken in the same transaction: of two replicas racing, one starts the run. So is
-        # the owner's count of runs in progress: of two racing starts, only those within the cap pass.
-        try:
-            result = await self._repo.apply_step(
-                chat_id,
-                [StatusChange(ChatStatus.RUNNING), first],
-                require=STARTABLE,
-                owner=owner,
-                start_run=text,
-                holder=self._runs.replica_id,
-                lease_until=self._runs.lease_until(),
-                max_runs_per_owner=self._max_runs_per_owner,
-            )
-        except RunLimitReached as full:
-            raise too_many_runs(full.limit, RUN_SLOT_RETRY_SECONDS) from None
-        if result is None:
-            # The chat changed between the read and the write: report what it is now.
+        for _ in range(START_ATTEMPTS):
+            # The run's lease is taken in the same transaction: of two replicas racing, one starts the run. So
+            # is the owner's count of runs in progress: of two racing starts, only those within the cap pass.
+            try:
+                result = await self._repo.apply_step(
+                    chat_id,
+                    [StatusChange(ChatStatus.RUNNING), first],
+                    require=STARTABLE,
+                    owner=owner,
+                    start_run=text,
+                    holder=self._runs.replica_id,
+                    lease_until=self._runs.lease_until(),
+                    max_runs_per_owner=self._max_runs_per_owner,
+                )
+            except RunLimitReached as full:
+                raise too_many_runs(full.limit, RUN_SLOT_RETRY_SECONDS) from None
+            if result is not None:
+                break
+            # The chat changed between the read and the write: gone, or busy, is what the client hears; startable
+            # again (another run began and ended in between) is no reason to refuse, so the start is tried again.
             self._check_startable(await self._get(owner, chat_id))
-            raise chat_not_found(chat_id)
+        else:
+            raise Aborted(
+                "the chat kept changing while the message was being sent; send it again",
+                reason="CHAT_CHANGED",
+                metadata={"chat_id": chat_id},
+            )
         self._hub.publish(result.events)
         self._runs.start(result.chat, spec)
         message = result.events[-1].message
