@@ -29,9 +29,6 @@ from .transport.authz_http import CHECK_SECRET_NAME, new_check_secret
 # Replica n (from 0) listens on the configured ports plus n * REPLICA_PORT_STEP.
 REPLICA_PORT_STEP = 10
 
-GEN_DESCRIPTOR = "gen/agentok_descriptor.pb"
-
-
 def jwt_config(settings: Settings) -> JwtConfig | None:
     """Envoy's bearer-token settings; with no JWKS configured, the development key pair's (created once)."""
     if not settings.tokens_enabled:

@@ -168,9 +168,6 @@ class EnvoyProcess:
             out.write(self.config)
         return self.config_path
 
-    def validate(self) -> None:
-        validate_config(self.write_config())
-
     def log_tail(self, chars: int = 3000) -> str:
         try:
             with self.log_path.open("rb") as f:
