@@ -174,12 +174,13 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
     server = grpc.aio.server(options=server_options())
     auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
+    idempotency = Idempotency(app.repo)
     add_servicer(
-        chat_service_pb2_grpc.add_ChatServiceServicer_to_server,
-        ChatServicer(app.chats, Idempotency(app.repo), auth),
-        server,
+        chat_service_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(app.chats, idempotency, auth), server
     )
-    add_servicer(flow_service_pb2_grpc.add_FlowServiceServicer_to_server, FlowServicer(app.flows, auth), server)
+    add_servicer(
+        flow_service_pb2_grpc.add_FlowServiceServicer_to_server, FlowServicer(app.flows, idempotency, auth), server
+    )
     add_servicer(api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server)
     await app.set_serving(True)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)

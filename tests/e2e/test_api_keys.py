@@ -37,6 +37,7 @@ def test_create_list_use_and_delete_with_a_token(stack: Stack, tokens: TokenFact
         secret, key = created["secret"], created["api_key"]
         assert secret.startswith("atk_") and key["name"] == "production" and key["owner"] == "hana"
         assert key["scope"] == "SCOPE_CHAT" and secret.startswith(key["prefix"])
+        assert key["created_at"] and "expires_at" not in key  # unset: never expires
 
         with _client(stack, key=secret) as user:
             assert user.get("/chats").status_code == 200
@@ -45,7 +46,7 @@ def test_create_list_use_and_delete_with_a_token(stack: Stack, tokens: TokenFact
         assert [k["id"] for k in listed] == [key["id"]]
         assert secret not in r.text.replace(created["secret"], "", 1)  # shown once, in `secret` only
         assert all("secret" not in k for k in listed)
-        assert listed[0]["last_used_time"]  # the use above was recorded
+        assert listed[0]["last_used_at"]  # the use above was recorded
 
         assert admin.delete(f"/api-keys/{key['id']}").status_code == 200
         with _client(stack, key=secret) as user:
@@ -58,12 +59,12 @@ def test_create_list_use_and_delete_with_a_token(stack: Stack, tokens: TokenFact
 def test_keys_expire(stack: Stack, tokens: TokenFactory) -> None:
     with _client(stack, token=tokens.token("ivan")) as admin:
         past = (datetime.now(UTC) - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
-        r = admin.post("/api-keys", json={"name": "old", "expire_time": past})
-        assert r.status_code == 400 and "expire_time" in r.json()["message"]
+        r = admin.post("/api-keys", json={"name": "old", "expires_at": past})
+        assert r.status_code == 400 and "expires_at" in r.json()["message"]
 
         soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
-        created = admin.post("/api-keys", json={"name": "short", "expire_time": soon}).json()
-        assert created["api_key"]["expire_time"]
+        created = admin.post("/api-keys", json={"name": "short", "expires_at": soon}).json()
+        assert created["api_key"]["expires_at"]
     with _client(stack, key=created["secret"]) as user:
         assert user.get("/chats").status_code == 200
         refused = _until_refused(user)
@@ -123,6 +124,6 @@ def test_a_key_minted_by_an_expiring_admin_key_expires_with_it(stack: Stack) -> 
         parent = next(k for k in http.get("/api-keys").json()["api_keys"] if k["name"] == "temp-ops")
         r = http.post("/api-keys", json={"name": "forever"})  # asks for no expiry at all
         assert r.status_code == 200, r.text
-        assert r.json()["api_key"]["expire_time"] == parent["expire_time"]
-        r = http.post("/api-keys", json={"name": "later", "expire_time": "2999-01-01T00:00:00Z"})
-        assert r.status_code == 200 and r.json()["api_key"]["expire_time"] == parent["expire_time"]
+        assert r.json()["api_key"]["expires_at"] == parent["expires_at"]
+        r = http.post("/api-keys", json={"name": "later", "expires_at": "2999-01-01T00:00:00Z"})
+        assert r.status_code == 200 and r.json()["api_key"]["expires_at"] == parent["expires_at"]

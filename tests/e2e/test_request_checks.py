@@ -190,6 +190,23 @@ def test_a_request_id_reused_for_another_request_is_refused_through_rest(rest: R
     assert rest.messages(chat_id) == said and rest.chat(chat_id)["status"] == "wait_for_human_input"
 
 
+def test_a_request_id_reused_for_another_flow_is_refused_and_stores_nothing(rest: Rest) -> None:
+    body = {"name": "reuse-flow", "flow": _fixed_reply_flow(), "request_id": "reuse-flow-1"}
+    first = rest.http.post("/flows", json=body)
+    assert first.status_code == 200, first.text
+    other_graph = _fixed_reply_flow()
+    other_graph["nodes"][2]["data"]["default_auto_reply"] = "something else"
+    for changed in ({**body, "name": "reuse-flow-2"}, {**body, "flow": other_graph}):
+        r = rest.http.post("/flows", json=changed)
+        assert r.status_code == 400 and error_reason(r.json()) == "REQUEST_ID_REUSED", r.text
+        assert "request_id" in r.json()["message"]
+    names = [f["name"] for f in rest.http.get("/flows", params={"page_size": 500}).json()["flows"]]
+    assert names.count("reuse-flow") == 1 and "reuse-flow-2" not in names
+    # The genuine retry still gets the first result.
+    again = rest.http.post("/flows", json=body)
+    assert again.status_code == 200 and again.json()["flow"] == first.json()["flow"]
+
+
 # --------------------------------------------------------------------------------------------------
 # ids and page tokens: length limits (native gRPC; Envoy refuses the same lengths on REST)
 

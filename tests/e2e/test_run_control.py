@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from google.protobuf import struct_pb2
+
+from agentok.v1 import flow_service_pb2
 
 from ..conftest import Keys
-from ..support.api import Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
+from ..support.api import Grpc, Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
 from ..support.fake_llm import FakeLlm
 from ..support.stack import Stack
 
@@ -155,3 +158,34 @@ def test_retried_writes_with_a_request_id_happen_once(rest: Rest) -> None:
         rest.http.post(f"/chats/{first['id']}/input", json={"message": "exit", "request_id": "input-2"}).status_code
         == 200
     )
+
+
+def test_a_retried_create_flow_returns_the_first_flow_and_ids_are_per_owner(
+    rest: Rest, stack: Stack, keys: Keys
+) -> None:
+    body = {"name": "retried", "flow": with_model(real_flow("13"), "m"), "request_id": "flow-1"}
+    first = rest.http.post("/flows", json=body)
+    assert first.status_code == 200, first.text
+    flow = first.json()["flow"]
+    # The response was "lost": the retry gets the same flow back, and no second one is stored.
+    retry = rest.http.post("/flows", json=body)
+    assert retry.status_code == 200 and retry.json()["flow"] == flow
+    listed = rest.http.get("/flows", params={"page_size": 500}).json()["flows"]
+    assert [f["name"] for f in listed].count("retried") == 1
+    # The same request over native gRPC through Envoy is the same request: REST and gRPC forms compare equal.
+    graph = struct_pb2.Struct()
+    graph.update(body["flow"])
+    client = Grpc(stack.edge_target, keys.alice)
+    try:
+        request = flow_service_pb2.CreateFlowRequest(name="retried", flow=graph, request_id="flow-1")
+        assert client.flows.CreateFlow(request, metadata=client.metadata, timeout=10).flow.id == flow["id"]
+    finally:
+        client.close()
+    # Another owner's request with the same id is another request: bob gets a flow of his own.
+    bob = Rest(stack.rest_url, keys.bob)
+    with bob.http:
+        theirs = bob.http.post("/flows", json=body)
+        assert theirs.status_code == 200, theirs.text
+        assert theirs.json()["flow"]["id"] != flow["id"]
+        assert rest.http.get(f"/flows/{theirs.json()['flow']['id']}").status_code == 404
+        assert bob.http.get(f"/flows/{flow['id']}").status_code == 404

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentok/v1/api_key.proto\x12\nagentok.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x02\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x05owner\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06prefix\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05scope\x18\x05 \x01(\x0e\x32\x18.agentok.v1.ApiKey.Scope\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSCOPE_CHAT\x10\x01\x12\x0f\n\x0bSCOPE_ADMIN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61gentok/v1/api_key.proto\x12\nagentok.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x05owner\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06prefix\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05scope\x18\x05 \x01(\x0e\x32\x18.agentok.v1.ApiKey.Scope\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSCOPE_CHAT\x10\x01\x12\x0f\n\x0bSCOPE_ADMIN\x10\x02:?\xea\x41<\n\x11\x61gentok.ai/ApiKey\x12\x12\x61pi-keys/{api_key}\x1a\x02id*\x07\x61piKeys2\x06\x61piKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +40,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['owner']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['prefix']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['prefix']._serialized_options = b'\342A\001\003'
-  _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
-  _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_APIKEY'].fields_by_name['last_used_time']._loaded_options = None
-  _globals['_APIKEY'].fields_by_name['last_used_time']._serialized_options = b'\342A\001\003'
-  _globals['_APIKEY']._serialized_start=107
-  _globals['_APIKEY']._serialized_end=458
-  _globals['_APIKEY_SCOPE']._serialized_start=395
-  _globals['_APIKEY_SCOPE']._serialized_end=458
+  _globals['_APIKEY'].fields_by_name['created_at']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['last_used_at']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['last_used_at']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY']._loaded_options = None
+  _globals['_APIKEY']._serialized_options = b'\352A<\n\021agentok.ai/ApiKey\022\022api-keys/{api_key}\032\002id*\007apiKeys2\006apiKey'
+  _globals['_APIKEY']._serialized_start=134
+  _globals['_APIKEY']._serialized_end=546
+  _globals['_APIKEY_SCOPE']._serialized_start=418
+  _globals['_APIKEY_SCOPE']._serialized_end=481
 # @@protoc_insertion_point(module_scope)

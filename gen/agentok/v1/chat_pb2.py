@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from agentok.v1 import chat_enums_pb2 as agentok_dot_v1_dot_chat__enums__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/chat.proto\x12\nagentok.v1\x1a\x1b\x61gentok/v1/chat_enums.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x04\n\x04\x43hat\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tfrom_type\x18\x03 \x01(\t\x12\x11\n\tfrom_flow\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.ValueB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cinput_prompt\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fmax_agent_turns\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12<\n\x13human_input_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12M\n\x1ahuman_input_timeout_action\x18\r \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutActionB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf3\x01\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63hat_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x1d.agentok.v1.MessageType.ValueB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08receiver\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd3\x02\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\rmessage_added\x18\x04 \x01(\x0b\x32\x13.agentok.v1.MessageH\x00\x12\x33\n\x0estatus_changed\x18\x05 \x01(\x0b\x32\x19.agentok.v1.StatusChangedH\x00\x12/\n\x0c\x63hat_deleted\x18\x06 \x01(\x0b\x32\x17.agentok.v1.ChatDeletedH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.agentok.v1.KeepAliveH\x00\x12\x35\n\x0fserver_shutdown\x18\x08 \x01(\x0b\x32\x1a.agentok.v1.ServerShutdownH\x00\x42\x06\n\x04kind\"\x10\n\x0eServerShutdown\"b\n\rStatusChanged\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.Value\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x14\n\x0cinput_prompt\x18\x03 \x01(\t\"\r\n\x0b\x43hatDeleted\"\x0b\n\tKeepAlive*\x92\x01\n\x17HumanInputTimeoutAction\x12*\n&HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1fHUMAN_INPUT_TIMEOUT_ACTION_SKIP\x10\x01\x12&\n\"HUMAN_INPUT_TIMEOUT_ACTION_END_RUN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/chat.proto\x12\nagentok.v1\x1a\x1b\x61gentok/v1/chat_enums.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x04\n\x04\x43hat\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tfrom_type\x18\x03 \x01(\t\x12\'\n\tfrom_flow\x18\x04 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.ValueB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cinput_prompt\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fmax_agent_turns\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12<\n\x13human_input_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12M\n\x1ahuman_input_timeout_action\x18\r \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutActionB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:3\xea\x41\x30\n\x0f\x61gentok.ai/Chat\x12\x0c\x63hats/{chat}\x1a\x02id*\x05\x63hats2\x04\x63hat\"\x87\x02\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x07\x63hat_id\x18\x02 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x1d.agentok.v1.MessageType.ValueB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08receiver\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xe9\x02\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12%\n\x07\x63hat_id\x18\x02 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\rmessage_added\x18\x04 \x01(\x0b\x32\x13.agentok.v1.MessageH\x00\x12\x33\n\x0estatus_changed\x18\x05 \x01(\x0b\x32\x19.agentok.v1.StatusChangedH\x00\x12/\n\x0c\x63hat_deleted\x18\x06 \x01(\x0b\x32\x17.agentok.v1.ChatDeletedH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.agentok.v1.KeepAliveH\x00\x12\x35\n\x0fserver_shutdown\x18\x08 \x01(\x0b\x32\x1a.agentok.v1.ServerShutdownH\x00\x42\x06\n\x04kind\"\x10\n\x0eServerShutdown\"b\n\rStatusChanged\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.Value\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x14\n\x0cinput_prompt\x18\x03 \x01(\t\"\r\n\x0b\x43hatDeleted\"\x0b\n\tKeepAlive*\x92\x01\n\x17HumanInputTimeoutAction\x12*\n&HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1fHUMAN_INPUT_TIMEOUT_ACTION_SKIP\x10\x01\x12&\n\"HUMAN_INPUT_TIMEOUT_ACTION_END_RUN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHAT'].fields_by_name['id']._loaded_options = None
   _globals['_CHAT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_CHAT'].fields_by_name['from_flow']._loaded_options = None
+  _globals['_CHAT'].fields_by_name['from_flow']._serialized_options = b'\372A\021\n\017agentok.ai/Flow'
   _globals['_CHAT'].fields_by_name['status']._loaded_options = None
   _globals['_CHAT'].fields_by_name['status']._serialized_options = b'\342A\001\003'
   _globals['_CHAT'].fields_by_name['error']._loaded_options = None
@@ -57,10 +60,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHAT'].fields_by_name['human_input_timeout_action']._serialized_options = b'\342A\001\003'
   _globals['_CHAT'].fields_by_name['input_deadline']._loaded_options = None
   _globals['_CHAT'].fields_by_name['input_deadline']._serialized_options = b'\342A\001\003'
+  _globals['_CHAT']._loaded_options = None
+  _globals['_CHAT']._serialized_options = b'\352A0\n\017agentok.ai/Chat\022\014chats/{chat}\032\002id*\005chats2\004chat'
   _globals['_MESSAGE'].fields_by_name['id']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_MESSAGE'].fields_by_name['chat_id']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['chat_id']._serialized_options = b'\342A\001\003\372A\021\n\017agentok.ai/Chat'
   _globals['_MESSAGE'].fields_by_name['seq']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['seq']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['type']._loaded_options = None
@@ -73,20 +78,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['content']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['created_at']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
-  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_start=1441
-  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_end=1587
-  _globals['_CHAT']._serialized_start=165
-  _globals['_CHAT']._serialized_end=704
-  _globals['_MESSAGE']._serialized_start=707
-  _globals['_MESSAGE']._serialized_end=950
-  _globals['_CHATEVENT']._serialized_start=953
-  _globals['_CHATEVENT']._serialized_end=1292
-  _globals['_SERVERSHUTDOWN']._serialized_start=1294
-  _globals['_SERVERSHUTDOWN']._serialized_end=1310
-  _globals['_STATUSCHANGED']._serialized_start=1312
-  _globals['_STATUSCHANGED']._serialized_end=1410
-  _globals['_CHATDELETED']._serialized_start=1412
-  _globals['_CHATDELETED']._serialized_end=1425
-  _globals['_KEEPALIVE']._serialized_start=1427
-  _globals['_KEEPALIVE']._serialized_end=1438
+  _globals['_CHATEVENT'].fields_by_name['chat_id']._loaded_options = None
+  _globals['_CHATEVENT'].fields_by_name['chat_id']._serialized_options = b'\372A\021\n\017agentok.ai/Chat'
+  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_start=1585
+  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_end=1731
+  _globals['_CHAT']._serialized_start=192
+  _globals['_CHAT']._serialized_end=806
+  _globals['_MESSAGE']._serialized_start=809
+  _globals['_MESSAGE']._serialized_end=1072
+  _globals['_CHATEVENT']._serialized_start=1075
+  _globals['_CHATEVENT']._serialized_end=1436
+  _globals['_SERVERSHUTDOWN']._serialized_start=1438
+  _globals['_SERVERSHUTDOWN']._serialized_end=1454
+  _globals['_STATUSCHANGED']._serialized_start=1456
+  _globals['_STATUSCHANGED']._serialized_end=1554
+  _globals['_CHATDELETED']._serialized_start=1556
+  _globals['_CHATDELETED']._serialized_end=1569
+  _globals['_KEEPALIVE']._serialized_start=1571
+  _globals['_KEEPALIVE']._serialized_end=1582
 # @@protoc_insertion_point(module_scope)

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from agentok.v1 import chat_pb2 as agentok_dot_v1_dot_chat__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/chat_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\"9\n\x10ListChatsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x0eGetChatRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"\x81\x02\n\x11\x43reateChatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\tfrom_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tfrom_flow\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fmax_agent_turns\x18\x04 \x01(\x05\x12\x36\n\x13human_input_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x1ahuman_input_timeout_action\x18\x06 \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutAction\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"4\n\x12\x43reateChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"*\n\x11\x44\x65leteChatRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x14\n\x12\x44\x65leteChatResponse\"V\n\x12SendMessageRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"[\n\x13SendMessageResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.agentok.v1.Message\"S\n\x13ListMessagesRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.agentok.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x10SendInputRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\n\n\x08_message\"*\n\x11\x43\x61ncelChatRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"4\n\x12\x43\x61ncelChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"3\n\x11SendInputResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"T\n\x10WatchChatRequest\x12\x15\n\x07\x63hat_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x16\n\x0euntil_finished\x18\x03 \x01(\x08\"9\n\x11WatchChatResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentok.v1.ChatEvent2\xf1\t\n\x0b\x43hatService\x12\x65\n\tListChats\x12\x1c.agentok.v1.ListChatsRequest\x1a\x1d.agentok.v1.ListChatsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x06/chatsZ\x0b\x12\t/v1/chats\x12s\n\x07GetChat\x12\x1a.agentok.v1.GetChatRequest\x1a\x1b.agentok.v1.GetChatResponse\"/\x82\xd3\xe4\x93\x02)\x12\x10/chats/{chat_id}Z\x15\x12\x13/v1/chats/{chat_id}\x12n\n\nCreateChat\x12\x1d.agentok.v1.CreateChatRequest\x1a\x1e.agentok.v1.CreateChatResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x06/chats:\x01*Z\x0e\"\t/v1/chats:\x01*\x12|\n\nDeleteChat\x12\x1d.agentok.v1.DeleteChatRequest\x1a\x1e.agentok.v1.DeleteChatResponse\"/\x82\xd3\xe4\x93\x02)*\x10/chats/{chat_id}Z\x15*\x13/v1/chats/{chat_id}\x12\x97\x01\n\x0bSendMessage\x12\x1e.agentok.v1.SendMessageRequest\x1a\x1f.agentok.v1.SendMessageResponse\"G\x82\xd3\xe4\x93\x02\x41\"\x19/chats/{chat_id}/messages:\x01*Z!\"\x1c/v1/chats/{chat_id}/messages:\x01*\x12\x94\x01\n\x0cListMessages\x12\x1f.agentok.v1.ListMessagesRequest\x1a .agentok.v1.ListMessagesResponse\"A\x82\xd3\xe4\x93\x02;\x12\x19/chats/{chat_id}/messagesZ\x1e\x12\x1c/v1/chats/{chat_id}/messages\x12\x8b\x01\n\tSendInput\x12\x1c.agentok.v1.SendInputRequest\x1a\x1d.agentok.v1.SendInputResponse\"A\x82\xd3\xe4\x93\x02;\"\x16/chats/{chat_id}/input:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/input:\x01*\x12\xce\x01\n\nCancelChat\x12\x1d.agentok.v1.CancelChatRequest\x1a\x1e.agentok.v1.CancelChatResponse\"\x80\x01\x82\xd3\xe4\x93\x02z\"\x16/chats/{chat_id}/abort:\x01*Z\x1c\"\x17/chats/{chat_id}:cancel:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/abort:\x01*Z\x1f\"\x1a/v1/chats/{chat_id}:cancel:\x01*\x12\x87\x01\n\tWatchChat\x12\x1c.agentok.v1.WatchChatRequest\x1a\x1d.agentok.v1.WatchChatResponse\";\x82\xd3\xe4\x93\x02\x35\x12\x16/chats/{chat_id}/watchZ\x1b\x12\x19/v1/chats/{chat_id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/chat_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\"9\n\x10ListChatsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x0eGetChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"\x9b\x02\n\x11\x43reateChatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\tfrom_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\tfrom_flow\x18\x03 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x17\n\x0fmax_agent_turns\x18\x04 \x01(\x05\x12\x36\n\x13human_input_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x1ahuman_input_timeout_action\x18\x06 \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutAction\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\"4\n\x12\x43reateChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\">\n\x11\x44\x65leteChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"\x14\n\x12\x44\x65leteChatResponse\"p\n\x12SendMessageRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"[\n\x13SendMessageResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.agentok.v1.Message\"g\n\x13ListMessagesRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.agentok.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x10SendInputRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x1a\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x42\n\n\x08_message\">\n\x11\x43\x61ncelChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"4\n\x12\x43\x61ncelChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"3\n\x11SendInputResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"h\n\x10WatchChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x16\n\x0euntil_finished\x18\x03 \x01(\x08\"9\n\x11WatchChatResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentok.v1.ChatEvent2\xf1\t\n\x0b\x43hatService\x12\x65\n\tListChats\x12\x1c.agentok.v1.ListChatsRequest\x1a\x1d.agentok.v1.ListChatsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x06/chatsZ\x0b\x12\t/v1/chats\x12s\n\x07GetChat\x12\x1a.agentok.v1.GetChatRequest\x1a\x1b.agentok.v1.GetChatResponse\"/\x82\xd3\xe4\x93\x02)\x12\x10/chats/{chat_id}Z\x15\x12\x13/v1/chats/{chat_id}\x12n\n\nCreateChat\x12\x1d.agentok.v1.CreateChatRequest\x1a\x1e.agentok.v1.CreateChatResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x06/chats:\x01*Z\x0e\"\t/v1/chats:\x01*\x12|\n\nDeleteChat\x12\x1d.agentok.v1.DeleteChatRequest\x1a\x1e.agentok.v1.DeleteChatResponse\"/\x82\xd3\xe4\x93\x02)*\x10/chats/{chat_id}Z\x15*\x13/v1/chats/{chat_id}\x12\x97\x01\n\x0bSendMessage\x12\x1e.agentok.v1.SendMessageRequest\x1a\x1f.agentok.v1.SendMessageResponse\"G\x82\xd3\xe4\x93\x02\x41\"\x19/chats/{chat_id}/messages:\x01*Z!\"\x1c/v1/chats/{chat_id}/messages:\x01*\x12\x94\x01\n\x0cListMessages\x12\x1f.agentok.v1.ListMessagesRequest\x1a .agentok.v1.ListMessagesResponse\"A\x82\xd3\xe4\x93\x02;\x12\x19/chats/{chat_id}/messagesZ\x1e\x12\x1c/v1/chats/{chat_id}/messages\x12\x8b\x01\n\tSendInput\x12\x1c.agentok.v1.SendInputRequest\x1a\x1d.agentok.v1.SendInputResponse\"A\x82\xd3\xe4\x93\x02;\"\x16/chats/{chat_id}/input:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/input:\x01*\x12\xce\x01\n\nCancelChat\x12\x1d.agentok.v1.CancelChatRequest\x1a\x1e.agentok.v1.CancelChatResponse\"\x80\x01\x82\xd3\xe4\x93\x02z\"\x16/chats/{chat_id}/abort:\x01*Z\x1c\"\x17/chats/{chat_id}:cancel:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/abort:\x01*Z\x1f\"\x1a/v1/chats/{chat_id}:cancel:\x01*\x12\x87\x01\n\tWatchChat\x12\x1c.agentok.v1.WatchChatRequest\x1a\x1d.agentok.v1.WatchChatResponse\";\x82\xd3\xe4\x93\x02\x35\x12\x16/chats/{chat_id}/watchZ\x1b\x12\x19/v1/chats/{chat_id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +37,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentok.v1.chat_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETCHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_GETCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_CREATECHATREQUEST'].fields_by_name['from_type']._loaded_options = None
   _globals['_CREATECHATREQUEST'].fields_by_name['from_type']._serialized_options = b'\342A\001\002'
   _globals['_CREATECHATREQUEST'].fields_by_name['from_flow']._loaded_options = None
-  _globals['_CREATECHATREQUEST'].fields_by_name['from_flow']._serialized_options = b'\342A\001\002'
+  _globals['_CREATECHATREQUEST'].fields_by_name['from_flow']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Flow'
+  _globals['_CREATECHATREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATECHATREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_DELETECHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_DELETECHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETECHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_SENDMESSAGEREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_SENDMESSAGEREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_SENDMESSAGEREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_SENDMESSAGEREQUEST'].fields_by_name['message']._loaded_options = None
   _globals['_SENDMESSAGEREQUEST'].fields_by_name['message']._serialized_options = b'\342A\001\002'
+  _globals['_SENDMESSAGEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_SENDMESSAGEREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_LISTMESSAGESREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_LISTMESSAGESREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTMESSAGESREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_SENDINPUTREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_SENDINPUTREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_SENDINPUTREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_SENDINPUTREQUEST'].fields_by_name['message']._loaded_options = None
   _globals['_SENDINPUTREQUEST'].fields_by_name['message']._serialized_options = b'\342A\001\002'
+  _globals['_SENDINPUTREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_SENDINPUTREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_CANCELCHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_CANCELCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_WATCHCHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
-  _globals['_WATCHCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002'
+  _globals['_WATCHCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_CHATSERVICE'].methods_by_name['ListChats']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['ListChats']._serialized_options = b'\202\323\344\223\002\025\022\006/chatsZ\013\022\t/v1/chats'
   _globals['_CHATSERVICE'].methods_by_name['GetChat']._loaded_options = None
@@ -75,42 +82,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSERVICE'].methods_by_name['CancelChat']._serialized_options = b'\202\323\344\223\002z\"\026/chats/{chat_id}/abort:\001*Z\034\"\027/chats/{chat_id}:cancel:\001*Z\036\"\031/v1/chats/{chat_id}/abort:\001*Z\037\"\032/v1/chats/{chat_id}:cancel:\001*'
   _globals['_CHATSERVICE'].methods_by_name['WatchChat']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['WatchChat']._serialized_options = b'\202\323\344\223\0025\022\026/chats/{chat_id}/watchZ\033\022\031/v1/chats/{chat_id}/watch'
-  _globals['_LISTCHATSREQUEST']._serialized_start=163
-  _globals['_LISTCHATSREQUEST']._serialized_end=220
-  _globals['_LISTCHATSRESPONSE']._serialized_start=222
-  _globals['_LISTCHATSRESPONSE']._serialized_end=299
-  _globals['_GETCHATREQUEST']._serialized_start=301
-  _globals['_GETCHATREQUEST']._serialized_end=340
-  _globals['_GETCHATRESPONSE']._serialized_start=342
-  _globals['_GETCHATRESPONSE']._serialized_end=391
-  _globals['_CREATECHATREQUEST']._serialized_start=394
-  _globals['_CREATECHATREQUEST']._serialized_end=651
-  _globals['_CREATECHATRESPONSE']._serialized_start=653
-  _globals['_CREATECHATRESPONSE']._serialized_end=705
-  _globals['_DELETECHATREQUEST']._serialized_start=707
-  _globals['_DELETECHATREQUEST']._serialized_end=749
-  _globals['_DELETECHATRESPONSE']._serialized_start=751
-  _globals['_DELETECHATRESPONSE']._serialized_end=771
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=773
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=859
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=861
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=952
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=954
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1037
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1039
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1125
-  _globals['_SENDINPUTREQUEST']._serialized_start=1127
-  _globals['_SENDINPUTREQUEST']._serialized_end=1228
-  _globals['_CANCELCHATREQUEST']._serialized_start=1230
-  _globals['_CANCELCHATREQUEST']._serialized_end=1272
-  _globals['_CANCELCHATRESPONSE']._serialized_start=1274
-  _globals['_CANCELCHATRESPONSE']._serialized_end=1326
-  _globals['_SENDINPUTRESPONSE']._serialized_start=1328
-  _globals['_SENDINPUTRESPONSE']._serialized_end=1379
-  _globals['_WATCHCHATREQUEST']._serialized_start=1381
-  _globals['_WATCHCHATREQUEST']._serialized_end=1465
-  _globals['_WATCHCHATRESPONSE']._serialized_start=1467
-  _globals['_WATCHCHATRESPONSE']._serialized_end=1524
-  _globals['_CHATSERVICE']._serialized_start=1527
-  _globals['_CHATSERVICE']._serialized_end=2792
+  _globals['_LISTCHATSREQUEST']._serialized_start=190
+  _globals['_LISTCHATSREQUEST']._serialized_end=247
+  _globals['_LISTCHATSRESPONSE']._serialized_start=249
+  _globals['_LISTCHATSRESPONSE']._serialized_end=326
+  _globals['_GETCHATREQUEST']._serialized_start=328
+  _globals['_GETCHATREQUEST']._serialized_end=387
+  _globals['_GETCHATRESPONSE']._serialized_start=389
+  _globals['_GETCHATRESPONSE']._serialized_end=438
+  _globals['_CREATECHATREQUEST']._serialized_start=441
+  _globals['_CREATECHATREQUEST']._serialized_end=724
+  _globals['_CREATECHATRESPONSE']._serialized_start=726
+  _globals['_CREATECHATRESPONSE']._serialized_end=778
+  _globals['_DELETECHATREQUEST']._serialized_start=780
+  _globals['_DELETECHATREQUEST']._serialized_end=842
+  _globals['_DELETECHATRESPONSE']._serialized_start=844
+  _globals['_DELETECHATRESPONSE']._serialized_end=864
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=866
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=978
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=980
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1071
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1073
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1176
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1178
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1264
+  _globals['_SENDINPUTREQUEST']._serialized_start=1266
+  _globals['_SENDINPUTREQUEST']._serialized_end=1393
+  _globals['_CANCELCHATREQUEST']._serialized_start=1395
+  _globals['_CANCELCHATREQUEST']._serialized_end=1457
+  _globals['_CANCELCHATRESPONSE']._serialized_start=1459
+  _globals['_CANCELCHATRESPONSE']._serialized_end=1511
+  _globals['_SENDINPUTRESPONSE']._serialized_start=1513
+  _globals['_SENDINPUTRESPONSE']._serialized_end=1564
+  _globals['_WATCHCHATREQUEST']._serialized_start=1566
+  _globals['_WATCHCHATREQUEST']._serialized_end=1670
+  _globals['_WATCHCHATRESPONSE']._serialized_start=1672
+  _globals['_WATCHCHATRESPONSE']._serialized_end=1729
+  _globals['_CHATSERVICE']._serialized_start=1732
+  _globals['_CHATSERVICE']._serialized_end=2997
 # @@protoc_insertion_point(module_scope)

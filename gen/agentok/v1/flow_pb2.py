@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/flow.proto\x12\nagentok.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\x04\x46low\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x04\x66low\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08warnings\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/flow.proto\x12\nagentok.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x01\n\x04\x46low\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x04\x66low\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08warnings\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03:3\xea\x41\x30\n\x0f\x61gentok.ai/Flow\x12\x0c\x66lows/{flow}\x1a\x02id*\x05\x66lows2\x04\x66lowb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLOW'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_FLOW'].fields_by_name['warnings']._loaded_options = None
   _globals['_FLOW'].fields_by_name['warnings']._serialized_options = b'\342A\001\003'
-  _globals['_FLOW']._serialized_start=134
-  _globals['_FLOW']._serialized_end=295
+  _globals['_FLOW']._loaded_options = None
+  _globals['_FLOW']._serialized_options = b'\352A0\n\017agentok.ai/Flow\022\014flows/{flow}\032\002id*\005flows2\004flow'
+  _globals['_FLOW']._serialized_start=161
+  _globals['_FLOW']._serialized_end=375
 # @@protoc_insertion_point(module_scope)

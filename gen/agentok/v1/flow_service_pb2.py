@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from agentok.v1 import flow_pb2 as agentok_dot_v1_dot_flow__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/flow_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/flow.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"N\n\x11\x43reateFlowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x04\x66low\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"4\n\x12\x43reateFlowResponse\x12\x1e\n\x04\x66low\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Flow\"\'\n\x0eGetFlowRequest\x12\x15\n\x07\x66low_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"1\n\x0fGetFlowResponse\x12\x1e\n\x04\x66low\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Flow\"9\n\x10ListFlowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListFlowsResponse\x12\x1f\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Flow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x11\x44\x65leteFlowRequest\x12\x15\n\x07\x66low_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x14\n\x12\x44\x65leteFlowResponse2\xd7\x03\n\x0b\x46lowService\x12n\n\nCreateFlow\x12\x1d.agentok.v1.CreateFlowRequest\x1a\x1e.agentok.v1.CreateFlowResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x06/flows:\x01*Z\x0e\"\t/v1/flows:\x01*\x12s\n\x07GetFlow\x12\x1a.agentok.v1.GetFlowRequest\x1a\x1b.agentok.v1.GetFlowResponse\"/\x82\xd3\xe4\x93\x02)\x12\x10/flows/{flow_id}Z\x15\x12\x13/v1/flows/{flow_id}\x12\x65\n\tListFlows\x12\x1c.agentok.v1.ListFlowsRequest\x1a\x1d.agentok.v1.ListFlowsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x06/flowsZ\x0b\x12\t/v1/flows\x12|\n\nDeleteFlow\x12\x1d.agentok.v1.DeleteFlowRequest\x1a\x1e.agentok.v1.DeleteFlowResponse\"/\x82\xd3\xe4\x93\x02)*\x10/flows/{flow_id}Z\x15*\x13/v1/flows/{flow_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/flow_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/flow.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\"h\n\x11\x43reateFlowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x04\x66low\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"4\n\x12\x43reateFlowResponse\x12\x1e\n\x04\x66low\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Flow\";\n\x0eGetFlowRequest\x12)\n\x07\x66low_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\"1\n\x0fGetFlowResponse\x12\x1e\n\x04\x66low\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Flow\"9\n\x10ListFlowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListFlowsResponse\x12\x1f\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Flow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x11\x44\x65leteFlowRequest\x12)\n\x07\x66low_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\"\x14\n\x12\x44\x65leteFlowResponse2\xd7\x03\n\x0b\x46lowService\x12n\n\nCreateFlow\x12\x1d.agentok.v1.CreateFlowRequest\x1a\x1e.agentok.v1.CreateFlowResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x06/flows:\x01*Z\x0e\"\t/v1/flows:\x01*\x12s\n\x07GetFlow\x12\x1a.agentok.v1.GetFlowRequest\x1a\x1b.agentok.v1.GetFlowResponse\"/\x82\xd3\xe4\x93\x02)\x12\x10/flows/{flow_id}Z\x15\x12\x13/v1/flows/{flow_id}\x12\x65\n\tListFlows\x12\x1c.agentok.v1.ListFlowsRequest\x1a\x1d.agentok.v1.ListFlowsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x06/flowsZ\x0b\x12\t/v1/flows\x12|\n\nDeleteFlow\x12\x1d.agentok.v1.DeleteFlowRequest\x1a\x1e.agentok.v1.DeleteFlowResponse\"/\x82\xd3\xe4\x93\x02)*\x10/flows/{flow_id}Z\x15*\x13/v1/flows/{flow_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEFLOWREQUEST'].fields_by_name['flow']._loaded_options = None
   _globals['_CREATEFLOWREQUEST'].fields_by_name['flow']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEFLOWREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CREATEFLOWREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_GETFLOWREQUEST'].fields_by_name['flow_id']._loaded_options = None
-  _globals['_GETFLOWREQUEST'].fields_by_name['flow_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETFLOWREQUEST'].fields_by_name['flow_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Flow'
   _globals['_DELETEFLOWREQUEST'].fields_by_name['flow_id']._loaded_options = None
-  _globals['_DELETEFLOWREQUEST'].fields_by_name['flow_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEFLOWREQUEST'].fields_by_name['flow_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Flow'
   _globals['_FLOWSERVICE'].methods_by_name['CreateFlow']._loaded_options = None
   _globals['_FLOWSERVICE'].methods_by_name['CreateFlow']._serialized_options = b'\202\323\344\223\002\033\"\006/flows:\001*Z\016\"\t/v1/flows:\001*'
   _globals['_FLOWSERVICE'].methods_by_name['GetFlow']._loaded_options = None
@@ -49,22 +52,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLOWSERVICE'].methods_by_name['ListFlows']._serialized_options = b'\202\323\344\223\002\025\022\006/flowsZ\013\022\t/v1/flows'
   _globals['_FLOWSERVICE'].methods_by_name['DeleteFlow']._loaded_options = None
   _globals['_FLOWSERVICE'].methods_by_name['DeleteFlow']._serialized_options = b'\202\323\344\223\002)*\020/flows/{flow_id}Z\025*\023/v1/flows/{flow_id}'
-  _globals['_CREATEFLOWREQUEST']._serialized_start=161
-  _globals['_CREATEFLOWREQUEST']._serialized_end=239
-  _globals['_CREATEFLOWRESPONSE']._serialized_start=241
-  _globals['_CREATEFLOWRESPONSE']._serialized_end=293
-  _globals['_GETFLOWREQUEST']._serialized_start=295
-  _globals['_GETFLOWREQUEST']._serialized_end=334
-  _globals['_GETFLOWRESPONSE']._serialized_start=336
-  _globals['_GETFLOWRESPONSE']._serialized_end=385
-  _globals['_LISTFLOWSREQUEST']._serialized_start=387
-  _globals['_LISTFLOWSREQUEST']._serialized_end=444
-  _globals['_LISTFLOWSRESPONSE']._serialized_start=446
-  _globals['_LISTFLOWSRESPONSE']._serialized_end=523
-  _globals['_DELETEFLOWREQUEST']._serialized_start=525
-  _globals['_DELETEFLOWREQUEST']._serialized_end=567
-  _globals['_DELETEFLOWRESPONSE']._serialized_start=569
-  _globals['_DELETEFLOWRESPONSE']._serialized_end=589
-  _globals['_FLOWSERVICE']._serialized_start=592
-  _globals['_FLOWSERVICE']._serialized_end=1063
+  _globals['_CREATEFLOWREQUEST']._serialized_start=188
+  _globals['_CREATEFLOWREQUEST']._serialized_end=292
+  _globals['_CREATEFLOWRESPONSE']._serialized_start=294
+  _globals['_CREATEFLOWRESPONSE']._serialized_end=346
+  _globals['_GETFLOWREQUEST']._serialized_start=348
+  _globals['_GETFLOWREQUEST']._serialized_end=407
+  _globals['_GETFLOWRESPONSE']._serialized_start=409
+  _globals['_GETFLOWRESPONSE']._serialized_end=458
+  _globals['_LISTFLOWSREQUEST']._serialized_start=460
+  _globals['_LISTFLOWSREQUEST']._serialized_end=517
+  _globals['_LISTFLOWSRESPONSE']._serialized_start=519
+  _globals['_LISTFLOWSRESPONSE']._serialized_end=596
+  _globals['_DELETEFLOWREQUEST']._serialized_start=598
+  _globals['_DELETEFLOWREQUEST']._serialized_end=660
+  _globals['_DELETEFLOWRESPONSE']._serialized_start=662
+  _globals['_DELETEFLOWRESPONSE']._serialized_end=682
+  _globals['_FLOWSERVICE']._serialized_start=685
+  _globals['_FLOWSERVICE']._serialized_end=1156
 # @@protoc_insertion_point(module_scope)

@@ -60,7 +60,7 @@ class KeyService:
         check_text("name", name)
         check_text("owner", owner)
         if expires_at is not None and expires_at <= datetime.now(UTC):
-            raise invalid_field("expire_time", "must be in the future")
+            raise invalid_field("expires_at", "must be in the future")
         if creator is not None and creator.method is AuthMethod.API_KEY:
             if scope is KeyScope.ADMIN and creator.scope is not KeyScope.ADMIN:
                 raise PermissionDenied(

@@ -153,10 +153,10 @@ _SCOPE = {KeyScope.CHAT: api_key_pb2.ApiKey.SCOPE_CHAT, KeyScope.ADMIN: api_key_
 
 def api_key(k: ApiKey) -> api_key_pb2.ApiKey:
     out = api_key_pb2.ApiKey(
-        id=k.id, name=k.name, owner=k.owner, prefix=k.prefix, scope=_SCOPE[k.scope], create_time=timestamp(k.created_at)
+        id=k.id, name=k.name, owner=k.owner, prefix=k.prefix, scope=_SCOPE[k.scope], created_at=timestamp(k.created_at)
     )
     if k.last_used_at is not None:
-        out.last_used_time.CopyFrom(timestamp(k.last_used_at))
+        out.last_used_at.CopyFrom(timestamp(k.last_used_at))
     if k.expires_at is not None:
-        out.expire_time.CopyFrom(timestamp(k.expires_at))
+        out.expires_at.CopyFrom(timestamp(k.expires_at))
     return out

@@ -24,7 +24,9 @@ from . import convert
 from .rpc import Authenticator, server_stream, unary
 
 Ctx: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
-_Retryable = TypeVar("_Retryable", cs.CreateChatRequest, cs.SendMessageRequest, cs.SendInputRequest)
+_Retryable = TypeVar(
+    "_Retryable", cs.CreateChatRequest, cs.SendMessageRequest, cs.SendInputRequest, fs.CreateFlowRequest
+)
 
 
 def _without_request_id(request: _Retryable) -> bytes:
@@ -150,17 +152,24 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
 
 
 class FlowServicer(fs_grpc.FlowServiceServicer):
-    def __init__(self, flows: FlowService, auth: Authenticator | None) -> None:
+    def __init__(self, flows: FlowService, idempotency: Idempotency, auth: Authenticator | None) -> None:
         self.flows = flows
+        self.idempotency = idempotency
         self.auth = auth
 
     @unary
     async def CreateFlow(
         self, request: fs.CreateFlowRequest, context: Ctx, identity: Identity
     ) -> fs.CreateFlowResponse:
-        graph = convert.struct_to_dict(request.flow) if request.HasField("flow") else None
-        flow = await self.flows.create(identity.owner, request.name, graph)  # type: ignore[arg-type]
-        return fs.CreateFlowResponse(flow=convert.flow(flow))
+        async def work() -> bytes:
+            graph = convert.struct_to_dict(request.flow) if request.HasField("flow") else None
+            flow = await self.flows.create(identity.owner, request.name, graph)  # type: ignore[arg-type]
+            return fs.CreateFlowResponse(flow=convert.flow(flow)).SerializeToString()
+
+        response = await self.idempotency.once(
+            identity.owner, "CreateFlow", request.request_id, work, body=_without_request_id(request)
+        )
+        return fs.CreateFlowResponse.FromString(response)
 
     @unary
     async def GetFlow(self, request: fs.GetFlowRequest, context: Ctx, identity: Identity) -> fs.GetFlowResponse:
@@ -189,7 +198,7 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         self, request: ks.CreateApiKeyRequest, context: Ctx, identity: Identity
     ) -> ks.CreateApiKeyResponse:
         self.keys.require_key_manager(identity)
-        expires_at = request.expire_time.ToDatetime(tzinfo=UTC) if request.HasField("expire_time") else None
+        expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
         key, secret = await self.keys.create(
             identity.owner,
             request.name,
