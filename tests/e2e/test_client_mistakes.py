@@ -218,6 +218,13 @@ def test_request_ids_up_to_128_characters_are_accepted_on_every_write(rest: Rest
     rest.wait_status(chat["id"], int(r.json()["chat"]["last_seq"]), {"wait_for_human_input"})
     r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "exit", "request_id": longest})
     assert r.status_code == 200, r.text
+    flow = {"name": "long-request-id", "flow": _fixed_reply_flow()}
+    r = rest.http.post("/flows", json={**flow, "request_id": too_long})
+    assert r.status_code == 400 and "request_id" in r.json()["message"]
+    r = rest.http.post("/flows", json={**flow, "request_id": longest})
+    assert r.status_code == 200, r.text
+    names = [f["name"] for f in rest.http.get("/flows", params={"page_size": 500}).json()["flows"]]
+    assert names.count("long-request-id") == 1
 
 
 @pytest.fixture(scope="module")
