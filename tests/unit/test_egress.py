@@ -18,10 +18,10 @@ import httpcore
 import pytest
 
 from agentok_server.domain.errors import InvalidArgument
+from agentok_server.domain.flow_rules import parse_runnable
 from agentok_server.engine import egress, egress_client
 from agentok_server.engine.egress import EgressPolicy, EgressRefused
 from agentok_server.engine.egress_client import EgressClient
-from agentok_server.engine.flow_spec import parse_flow
 from agentok_server.engine.llm import Endpoint, LlmClient, LlmError
 
 from ..support.api import unique_model
@@ -297,7 +297,7 @@ def test_flow_spec_refuses_a_base_url_that_is_not_a_string() -> None:
         "llm_config": {"base_url": ["http://127.0.0.1:9901/quitquitquit#"]},
     }
     with pytest.raises(InvalidArgument) as info:
-        parse_flow(flow)
+        parse_runnable(flow, code_execution=False)
     assert info.value.field_violations[0][0] == "flow.llm_config.base_url"
 
 

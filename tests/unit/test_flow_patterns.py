@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.errors import InvalidArgument
+from agentok_server.domain.flow_rules import parse_runnable
 from agentok_server.engine.flow_spec import (
     DEFAULT_MAX_ROUND,
     DEFAULT_SUMMARY_PROMPT,
@@ -23,7 +24,7 @@ from .scripted import agent, converse, flow, group, nested
 
 def rejected(graph: dict[str, Any]) -> tuple[str, str]:
     with pytest.raises(InvalidArgument) as info:
-        parse_flow(graph)
+        parse_runnable(graph, code_execution=False)
     assert info.value.reason == "INVALID_FLOW"
     (violation,) = info.value.field_violations
     return violation

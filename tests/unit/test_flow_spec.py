@@ -1,4 +1,5 @@
-"""Unit tests for engine.flow_spec.parse_flow: real Agentok Studio flows, schema defaults, invalid flows."""
+"""Unit tests for engine.flow_spec.parse_flow: real Agentok Studio flows, schema defaults, invalid flows (through
+domain.flow_rules, which turns the engine's FlowError into InvalidArgument)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.errors import InvalidArgument
+from agentok_server.domain.flow_rules import parse_runnable
 from agentok_server.engine.flow_spec import (
     DEFAULT_MCAR,
     MANAGER_NAME,
@@ -73,7 +75,7 @@ def only_agent(data: dict[str, Any], node_type: str) -> AgentSpec:
 
 def rejected(flow: Any) -> InvalidArgument:
     with pytest.raises(InvalidArgument) as info:
-        parse_flow(flow)
+        parse_runnable(flow, code_execution=False)
     err = info.value
     assert err.reason == "INVALID_FLOW"
     assert len(err.field_violations) == 1
@@ -748,9 +750,9 @@ def test_a_flow_with_too_many_nodes_or_edges_is_refused_before_it_is_walked() ->
     note = {"id": "n", "type": "note", "data": {}}
     many_nodes = {"nodes": [{**note, "id": f"n{i}"} for i in range(MAX_FLOW_NODES + 1)], "edges": []}
     with pytest.raises(InvalidArgument) as err:
-        parse_flow(many_nodes)
+        parse_runnable(many_nodes, code_execution=False)
     assert "at most 500" in err.value.message and "flow.nodes" in err.value.message
     many_edges = {"nodes": [note], "edges": [{"source": "n", "target": "n"}] * (MAX_FLOW_EDGES + 1)}
     with pytest.raises(InvalidArgument) as err:
-        parse_flow(many_edges)
+        parse_runnable(many_edges, code_execution=False)
     assert "flow.edges" in err.value.message

@@ -1,13 +1,35 @@
 """The one door from the domain to the engine's flow parser: whoever needs a runnable spec (creating a flow,
-starting a run, resuming one) comes through here, so the parser's errors become domain errors in one place."""
+starting a run, resuming one) comes through here, so the parser's FlowError becomes the domain's
+InvalidArgument (reason INVALID_FLOW) in one place."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..engine.flow_spec import FlowSpec, parse_flow
+from ..engine.flow_spec import FlowError, FlowSpec, check_graph_size, parse_flow
+from .errors import InvalidArgument
 
 
 def parse_runnable(graph: Any, *, code_execution: bool) -> FlowSpec:
     """The flow as the engine runs it; raises InvalidArgument (reason INVALID_FLOW) naming what is wrong."""
-    return parse_flow(graph, code_execution=code_execution)
+    try:
+        return parse_flow(graph, code_execution=code_execution)
+    except FlowError as err:
+        raise _invalid_flow(err) from None
+
+
+def check_size(graph: Any) -> None:
+    """Refuses a graph with too many nodes or edges before anything else walks it (InvalidArgument)."""
+    try:
+        check_graph_size(graph)
+    except FlowError as err:
+        raise _invalid_flow(err) from None
+
+
+def _invalid_flow(err: FlowError) -> InvalidArgument:
+    """The client's error for a flow the engine cannot run: the field it names and what is wrong there."""
+    return InvalidArgument(
+        f"invalid flow: {err.field}: {err.description}",
+        reason="INVALID_FLOW",
+        field_violations=[(err.field, err.description)],
+    )

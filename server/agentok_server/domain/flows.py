@@ -9,9 +9,9 @@ import re
 from typing import Any
 
 from ..engine.egress import EgressPolicy, EgressRefused
-from ..engine.flow_spec import check_graph_size, parse_flow
 from . import paging
 from .errors import flow_not_found, invalid_field
+from .flow_rules import check_size, parse_runnable
 from .limits import check_id
 from .model import Flow
 from .ports import FlowStore
@@ -35,9 +35,9 @@ class FlowService:
 
     async def create(self, owner: str, name: str, graph: dict[str, Any]) -> Flow:
         check_text("name", name)
-        check_graph_size(graph)
+        check_size(graph)
         check_finite_numbers("flow", graph)
-        spec = parse_flow(graph, code_execution=self._code_execution)
+        spec = parse_runnable(graph, code_execution=self._code_execution)
         check_json_text("flow", graph)
         if spec.llm.base_url is not None:
             # Refused here, before it is stored; a run checks it again at every call (DNS may change).
