@@ -28,7 +28,7 @@ def _fixed(node_id: str, name: str, reply: str, **data: Any) -> dict[str, Any]:
 
 
 def group_flow(method: str, max_round: int, **group: Any) -> dict[str, Any]:
-    """initializer -> User -converse-> group {A, B} (members by parentId, as the notes describe)."""
+    """initializer -> User -converse-> group {A, B} (members by parentId: docs/autogen-semantics.md §7)."""
     a, b = _fixed("a", "A", "A-reply"), _fixed("b", "B", "B-reply")
     a["parentId"] = b["parentId"] = "g"
     return {

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import NewMessage
+from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
+from agentok_server.engine.replies import Replier
+from agentok_server.engine.run_io import Complete
 
 INITIALIZER: dict[str, Any] = {"id": "init", "type": "initializer", "data": {"name": "Initializer"}}
 
@@ -152,3 +155,9 @@ async def run(
     assert io.choices == [], f"scripted choices left unused: {io.choices}"
     assert model.replies == [], f"scripted model replies left unused: {model.replies}"
     return Run(spec, io, model, reason)
+
+
+def first_chat(spec: FlowSpec, complete: Complete) -> TwoAgentChat:
+    """The flow's first chat between two agents, on its own (run_flow runs a two-agent flow as this chat)."""
+    chat = spec.chat
+    return TwoAgentChat(spec.agent(chat.initiator), spec.agent(chat.recipient), chat.max_turns, Replier(complete))

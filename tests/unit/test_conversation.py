@@ -1,4 +1,4 @@
-"""Unit tests for engine.conversation.TwoAgentConversation: AutoGen's two-agent chat semantics.
+"""Unit tests for engine.conversation.TwoAgentChat: AutoGen's two-agent chat semantics.
 
 Expected sequences are those observed on autogen 0.14.1 (docs/autogen-semantics.md §1). Agents
 with `disable_llm: true` and a `default_auto_reply` stand in for AutoGen's `llm_config=False` agents with
@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import MessageType, NewMessage
-from agentok_server.engine.conversation import TwoAgentConversation
+from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
+
+from .scripted import first_chat
 
 # AutoGen's prompts, word for word (conversable_agent.check_termination_and_human_reply).
 ALWAYS_PROMPT = (
@@ -127,7 +129,7 @@ class Outcome:
     prompts: list[tuple[str, str]]
     messages: list[NewMessage]
     reason: str
-    conversation: TwoAgentConversation
+    conversation: TwoAgentChat
 
 
 async def run_chat(
@@ -138,7 +140,7 @@ async def run_chat(
     model: Any = no_model,
 ) -> Outcome:
     io = ScriptedIO(answers)
-    conversation = TwoAgentConversation(spec, model)
+    conversation = first_chat(spec, model)
     reason = await conversation.run(first, io)
     assert isinstance(reason, str) and reason.strip(), "a run must say why it ended"
     assert io.answers == [], f"scripted answers left unused: {io.answers}"
@@ -540,7 +542,7 @@ async def test_model_receives_the_agent_spec() -> None:
         seen.append(who)
         return "b"
 
-    conversation = TwoAgentConversation(spec, complete)
+    conversation = first_chat(spec, complete)
     await conversation.run("hello", ScriptedIO())
     assert seen == [spec.agent("node-b")]
 
@@ -607,7 +609,7 @@ async def test_model_view_names_are_safe_for_openai() -> None:
         ],
         "edges": [{"source": "i", "target": "a"}, {"source": "a", "target": "b", "type": "converse"}],
     }
-    conversation = TwoAgentConversation(parse_flow(flow), complete)
+    conversation = first_chat(parse_flow(flow), complete)
 
     class _IO:
         async def say(self, message: NewMessage, *, agent_turn: bool) -> None:

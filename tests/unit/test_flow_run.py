@@ -1,4 +1,4 @@
-"""Unit tests for run_flow: it runs a two-agent flow exactly as TwoAgentConversation does, and a run is a
+"""Unit tests for run_flow: it runs a two-agent flow exactly as that chat alone (TwoAgentChat) runs, and a run is a
 deterministic function of the flow, the first message and what its IO calls return, so that a run can be
 rebuilt after a crash by replaying a journal of those results and then going on live."""
 
@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import NewMessage
-from agentok_server.engine.conversation import TwoAgentConversation
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, parse_flow
 
-from .scripted import ScriptedIO, ScriptedModel, agent, converse, flow, group, nested, run
+from .scripted import ScriptedIO, ScriptedModel, agent, converse, first_chat, flow, group, nested, run
 
 # --------------------------------------------------------------------------------------------------
-# a single two-agent chat: the same as TwoAgentConversation
+# a single two-agent chat: the same as that chat alone
 
 
 @pytest.mark.parametrize(
@@ -36,7 +35,7 @@ async def test_two_agent_flow_runs_as_two_agent_conversation(
     graph = flow("A", [a, b], [converse("A", "B", **edge)])
     out = await run(graph, first="hello", answers=answers)
     io = ScriptedIO(answers)
-    reason = await TwoAgentConversation(parse_flow(graph), ScriptedModel()).run("hello", io)
+    reason = await first_chat(parse_flow(graph), ScriptedModel()).run("hello", io)
     assert (out.io.routed(), out.io.prompts, out.reason) == (io.routed(), io.prompts, reason)
 
 
@@ -44,7 +43,7 @@ async def test_two_agent_flow_with_models_runs_as_two_agent_conversation() -> No
     graph = flow("A", [agent("A", "A", max_consecutive_auto_reply=1), agent("B", llm=True)], [converse("A", "B")])
     out = await run(graph, replies=["b1", "b2"])
     model = ScriptedModel(["b1", "b2"])
-    await TwoAgentConversation(parse_flow(graph), model).run("task", ScriptedIO())
+    await first_chat(parse_flow(graph), model).run("task", ScriptedIO())
     assert out.model.calls == model.calls
 
 

@@ -1,4 +1,5 @@
-"""Runs one chat an agent starts (with an agent or with a group) and summarises it (notes §1 summaries)."""
+"""Runs one chat an agent starts (with an agent or with a group) and summarises it
+(docs/autogen-semantics.md §1, "Summary methods")."""
 
 from __future__ import annotations
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .flow_spec import AgentSpec, FlowSpec
+from .flow_spec import AgentSpec
 from .replies import Replier, Reply, Said, model_view, new_message
-from .run_io import Complete, RunIO
+from .run_io import RunIO
 
-__all__ = ["Complete", "ConversationState", "RunIO", "TwoAgentChat", "TwoAgentConversation"]
+__all__ = ["ConversationState", "TwoAgentChat"]
 
 
 @dataclass
@@ -53,7 +53,7 @@ class TwoAgentChat:
         # recipient's reply comes back without one. Only the initiator's side ends the loop early: the
         # checks below and its own None. The recipient's None (its limit, a person's 'exit', a termination
         # message it received) just means no reply this turn; its reply check reset its counter, and the
-        # initiator is asked again next turn (notes §1).
+        # initiator is asked again next turn (docs/autogen-semantics.md §1, "With `max_turns=N`").
         for turn in range(self.max_turns):
             # The initiator's count of auto-replies to the recipient against the recipient's limit: a
             # recipient that asks a person ALWAYS is stopped only by this.
@@ -90,13 +90,4 @@ class TwoAgentChat:
         self.state.history.append(Said(sender.node_id, sender.name, reply.content))
         await io.say(
             new_message(sender, receiver.name, reply.content, by_human=reply.by_human), agent_turn=not reply.by_human
-        )
-
-
-class TwoAgentConversation(TwoAgentChat):
-    """A flow's single two-agent chat (its first chat; nested chats are not run: see engine.flow_run)."""
-
-    def __init__(self, spec: FlowSpec, complete: Complete) -> None:
-        super().__init__(
-            spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient), spec.chat.max_turns, Replier(complete)
         )

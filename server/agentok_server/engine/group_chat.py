@@ -1,4 +1,4 @@
-"""A group chat: AutoGen's GroupChatManager.run_chat, as observed on autogen 0.14.1 (notes §3).
+"""A group chat: AutoGen's GroupChatManager.run_chat, as observed on autogen 0.14.1 (docs/autogen-semantics.md §3).
 
 A round is one message added to the group: the initiator's message is round 1. Each round the manager
 relays the message to every member but its speaker, ends the chat on its own termination check (content

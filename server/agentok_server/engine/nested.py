@@ -1,4 +1,5 @@
-"""Nested chats: the chats an agent runs to make its reply (AutoGen's `register_nested_chats`, notes §4).
+"""Nested chats: the chats an agent runs to make its reply (AutoGen's
+`register_nested_chats`, docs/autogen-semantics.md §4).
 
 They run whenever the host must reply to a sender that is not one of their recipients (Agentok's trigger),
 after the host's human/termination check. The first nested chat opens with its edge's message or else

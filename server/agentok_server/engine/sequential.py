@@ -1,4 +1,5 @@
-"""Sequential chats: the first agent's chats, one after another (AutoGen's `initiate_chats`, notes §2).
+"""Sequential chats: the first agent's chats, one after another (AutoGen's
+`initiate_chats`, docs/autogen-semantics.md §2).
 
 The first chat opens with the run's first message (as Agentok's codegen passes the message the run is
 started with). Each later chat opens with its edge's message, or asks the person for one (prompt `>`),

@@ -1,4 +1,4 @@
-"""How a group chat's manager picks the next speaker: AutoGen 0.14.1's four methods (notes §3).
+"""How a group chat's manager picks the next speaker: AutoGen 0.14.1's four methods (docs/autogen-semantics.md §3).
 
 Every input comes from the run's IO or its model: a person picks through `ask_human` (with no agent),
 `random` picks through `choose`, `auto` asks the manager's model through `complete`.
