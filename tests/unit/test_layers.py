@@ -1,5 +1,6 @@
 """The layers' imports point one way: the domain (and its engine) declare what they need from storage
-(domain/ports.py) and never import storage itself; only the composition root wires the two."""
+(domain/ports.py) and never import storage itself; storage never imports transport; only the composition
+root wires them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "server" / "agentok_server"
+
+
+def _modules(layer: str) -> list[Path]:
+    """Every module of a layer, its subpackages' too (storage.repository is a package)."""
+    paths = sorted((PACKAGE / layer).rglob("*.py"))
+    assert paths, f"no modules under {layer}/"
+    return paths
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,7 +41,15 @@ def test_the_domain_never_imports_storage_or_transport(layer: str) -> None:
         str(path.relative_to(PACKAGE)): sorted(
             n for n in _imports(path) if n.startswith(("agentok_server.storage", "agentok_server.transport"))
         )
-        for path in sorted((PACKAGE / layer).glob("*.py"))
+        for path in _modules(layer)
+    }
+    assert {k: v for k, v in offending.items() if v} == {}
+
+
+def test_storage_never_imports_transport() -> None:
+    offending = {
+        str(path.relative_to(PACKAGE)): sorted(n for n in _imports(path) if n.startswith("agentok_server.transport"))
+        for path in _modules("storage")
     }
     assert {k: v for k, v in offending.items() if v} == {}
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from .events import EventHub
-from .model import ChatEvent, ChatStatus, EventKind
+from .model import ChatEvent, EventKind
+from .notifications import ChatChanged
 from .ports import RunStore
 from .runs import RunManager
 
@@ -22,44 +22,48 @@ class PeerEvents:
         self._hub = hub
         self._runs = runs
         # One consumer, in arrival (= commit) order.
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[ChatChanged] = asyncio.Queue()
 
-    def changed(self, note: dict[str, Any]) -> None:
-        if note.get("o") != self._repo.replica_id:
-            self._queue.put_nowait(note)
+    def changed(self, change: ChatChanged) -> None:
+        if change.origin != self._repo.replica_id:
+            self._queue.put_nowait(change)
 
     def reconnected(self) -> None:
         """Notifications may have been lost while the connection was down: have every watched chat's
         watchers catch up (the lease keeper does the same for runs on its next round)."""
         for chat_id in self._hub.watched_chats():
-            self._queue.put_nowait({"c": chat_id, "f": self._hub.last_seq(chat_id) + 1, "s": None})
+            self._queue.put_nowait(ChatChanged(chat_id, first_seq=self._hub.last_seq(chat_id) + 1))
 
     async def run(self) -> None:
         while True:
-            note = await self._queue.get()
+            change = await self._queue.get()
             try:
-                await self._apply(note)
+                await self._apply(change)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("could not apply a peer's change notification %s", note)
+                log.exception("could not apply a peer's change notification %s", change)
 
-    async def _apply(self, note: dict[str, Any]) -> None:
-        chat_id = str(note["c"])
-        if note.get("d"):
+    async def _apply(self, change: ChatChanged) -> None:
+        chat_id = change.chat_id
+        if change.deleted:
+            assert change.last_seq is not None  # ChatChanged refuses a deletion without it
             self._runs.on_peer_change(chat_id, None)
-            deleted = ChatEvent(chat_id=chat_id, seq=int(note["s"]) + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
+            deleted = ChatEvent(
+                chat_id=chat_id, seq=change.last_seq + 1, time=datetime.now(UTC), kind=EventKind.DELETED
+            )
             self._hub.publish([deleted])
             return
-        if note.get("st"):
-            self._runs.on_peer_change(chat_id, ChatStatus(note["st"]))
+        if change.status is not None:
+            self._runs.on_peer_change(chat_id, change.status)
         if not self._hub.has_watchers(chat_id):
             return
         known = self._hub.last_seq(chat_id)
-        if note.get("s") is not None and int(note["s"]) <= known:
+        if change.last_seq is not None and change.last_seq <= known:
             return  # already handed to the watchers
+        assert change.first_seq is not None  # ChatChanged refuses a change without it, deletions aside
         # From the notification's first event, or earlier if an earlier notification went missing.
-        after = int(note["f"]) - 1
+        after = change.first_seq - 1
         if known:
             after = min(after, known)
         self._hub.publish(await self._repo.events_after(chat_id, after))

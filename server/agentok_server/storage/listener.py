@@ -8,7 +8,6 @@ caller catch up on what it may have missed meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from .repository import NOTIFY_CHANNEL
+from ..domain.notifications import ChatChanged
+from .repository.notifications import NOTIFY_CHANNEL
 from .urls import libpq_dsn
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class ChangeListener:
     def __init__(
         self,
         database_url: str,
-        on_change: Callable[[dict[str, Any]], None],
+        on_change: Callable[[ChatChanged], None],
         on_reconnect: Callable[[], None],
         name: str = "agentok",
     ) -> None:
@@ -71,6 +71,8 @@ class ChangeListener:
 
     def _received(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
-            self._on_change(json.loads(payload))
-        except (ValueError, TypeError):
-            log.warning("ignored a malformed change notification: %.200s", payload)
+            change = ChatChanged.decode(payload)
+        except ValueError as exc:
+            log.warning("ignored a change notification (%s): %.200s", exc, payload)
+            return
+        self._on_change(change)
