@@ -17,8 +17,10 @@ from sqlalchemy.sql import Executable
 
 from agentok_server.domain.errors import Aborted, InvalidArgument
 from agentok_server.domain.idempotency import ABANDONED_AFTER, Idempotency, fingerprint
+from agentok_server.domain.ports import Claim
 from agentok_server.storage import schema
-from agentok_server.storage.repository import IDEMPOTENCY, Claim, Repository, make_engine
+from agentok_server.storage.repository import Repository, make_engine
+from agentok_server.storage.repository.base import IDEMPOTENCY
 
 from ..support.postgres import create_database, drop_database
 
