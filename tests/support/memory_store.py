@@ -1,7 +1,7 @@
 """An in-memory implementation of the domain's storage ports (server/agentok_server/domain/ports.py), for unit
 tests of ChatService and the run manager that need no database and no socket.
 
-It follows storage/repository.py rule for rule (the same preconditions in apply_step, the same lease rules,
+It follows storage/repository/ rule for rule (the same preconditions in apply_step, the same lease rules,
 the same idempotency claims); tests/unit/test_memory_store.py runs the same scenarios against both so this
 fake cannot drift from the real thing. Like cosmicpython's FakeRepository it satisfies the Protocols
 structurally, inheriting from none of them.
