@@ -10,9 +10,7 @@ import pytest
 
 from agentok_server.domain.errors import InvalidArgument
 from agentok_server.domain.flow_rules import parse_runnable
-from agentok_server.engine.flow_spec import (
-    parse_flow,
-)
+from agentok_server.engine.flow_spec import parse_flow
 
 from .flow_spec_support import agent_node, minimal_flow, rejected, violation
 
