@@ -1,0 +1,162 @@
+"""What the two-agent chat tests share: agent and spec builders, a scripted person and model, and
+`run_chat`, which runs a TwoAgentChat and records what it said and asked."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from agentok_server.domain.model import NewMessage
+from agentok_server.engine.conversation import TwoAgentChat
+from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
+
+from .scripted import first_chat
+
+# AutoGen's prompts, word for word (conversable_agent.check_termination_and_human_reply).
+ALWAYS_PROMPT = (
+    "Replying as {me}. Provide feedback to {peer}. Press enter to skip and use auto-reply, "
+    "or type 'exit' to end the conversation: "
+)
+TERMINATE_PROMPT = "Please give feedback to {peer}. Press enter or type 'exit' to stop the conversation: "
+MCAR_PROMPT = (
+    "Please give feedback to {peer}. Press enter to skip and use auto-reply, or type 'exit' to stop the conversation: "
+)
+
+
+def agent(
+    name: str,
+    *,
+    node_type: str = "conversable",
+    reply: str | None = None,
+    mode: str | None = "NEVER",
+    mcar: int | None = None,
+    termination_msg: str | None = None,
+    llm: bool = False,
+    system_message: str | None = None,
+) -> dict[str, Any]:
+    """Node data for one agent; without `llm` it has no model and answers `reply` (AutoGen's default_auto_reply)."""
+    data: dict[str, Any] = {"name": name}
+    if node_type == "user":
+        data["enable_llm"] = llm
+    else:
+        data["disable_llm"] = not llm
+    if reply is not None:
+        data["default_auto_reply"] = reply
+    if mode is not None:
+        data["human_input_mode"] = mode
+    if mcar is not None:
+        data["max_consecutive_auto_reply"] = mcar
+    if termination_msg is not None:
+        data["termination_msg"] = termination_msg
+    if system_message is not None:
+        data["system_message"] = system_message
+    return {"type": node_type, "data": data}
+
+
+def two_agent_spec(a: dict[str, Any], b: dict[str, Any], *, max_turns: int | None = None) -> FlowSpec:
+    """initializer -> A -converse-> B, parsed by the real parser."""
+    edge_data = {} if max_turns is None else {"max_turns": max_turns}
+    flow = {
+        "nodes": [
+            {"id": "init", "type": "initializer", "data": {"name": "Initializer"}},
+            {"id": "node-a", **a},
+            {"id": "node-b", **b},
+        ],
+        "edges": [
+            {"id": "init-a", "source": "init", "target": "node-a"},
+            {"id": "a-b", "source": "node-a", "target": "node-b", "type": "converse", "data": edge_data},
+        ],
+    }
+    return parse_flow(flow)
+
+
+class ScriptedIO:
+    """Records what the run says and asks; answers questions from a script and fails past its end."""
+
+    def __init__(self, answers: list[str] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.messages: list[NewMessage] = []
+        self.prompts: list[tuple[str, str]] = []
+
+    async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
+        self.messages.append(message)
+
+    async def ask_human(self, agent: AgentSpec, prompt: str) -> str:
+        self.prompts.append((agent.name, prompt))
+        if not self.answers:
+            pytest.fail(
+                f"asked more times than scripted ({len(self.prompts)}): {agent.name}: {prompt!r}; "
+                f"said so far: {self.said()}"
+            )
+        return self.answers.pop(0)
+
+    def said(self) -> list[tuple[str, str]]:
+        return [(m.sender, m.content) for m in self.messages]
+
+
+@dataclass
+class ScriptedModel:
+    """The `complete` callable: returns scripted replies in order and records what each call was sent."""
+
+    replies: list[str]
+    calls: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+
+    async def __call__(self, spec: AgentSpec, messages: list[dict[str, Any]]) -> str:
+        self.calls.append((spec.name, copy.deepcopy(messages)))
+        if not self.replies:
+            pytest.fail(f"model called more times than scripted, by {spec.name}")
+        return self.replies.pop(0)
+
+
+async def no_model(spec: AgentSpec, messages: list[dict[str, Any]]) -> str:
+    pytest.fail(f"{spec.name} has no model but the model was called")
+
+
+@dataclass
+class Outcome:
+    said: list[tuple[str, str]]  # (sender, content), first message included
+    prompts: list[tuple[str, str]]
+    messages: list[NewMessage]
+    reason: str
+    conversation: TwoAgentChat
+
+
+async def run_chat(
+    spec: FlowSpec,
+    *,
+    first: str = "hello",
+    answers: list[str] | None = None,
+    model: Any = no_model,
+) -> Outcome:
+    io = ScriptedIO(answers)
+    conversation = first_chat(spec, model)
+    reason = await conversation.run(first, io)
+    assert isinstance(reason, str) and reason.strip(), "a run must say why it ended"
+    assert io.answers == [], f"scripted answers left unused: {io.answers}"
+    initiator = spec.agent(spec.chat.initiator).name
+    return Outcome(
+        said=[(initiator, first), *io.said()],
+        prompts=io.prompts,
+        messages=io.messages,
+        reason=reason,
+        conversation=conversation,
+    )
+
+
+def ask_always(me: str, peer: str) -> tuple[str, str]:
+    return (me, ALWAYS_PROMPT.format(me=me, peer=peer))
+
+
+def ask_terminate(me: str, peer: str) -> tuple[str, str]:
+    return (me, TERMINATE_PROMPT.format(peer=peer))
+
+
+def ask_mcar(me: str, peer: str) -> tuple[str, str]:
+    return (me, MCAR_PROMPT.format(peer=peer))
+
+
+def names(pairs: list[tuple[str, str]]) -> list[str]:
+    return [content for _, content in pairs]
