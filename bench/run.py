@@ -7,6 +7,9 @@ PostgreSQL database with 1 and then 2 server replicas behind the Envoy):
   3. WatchChat latency: from a message's commit (its created_at) to its arrival at a gRPC watcher;
   4. a noisy neighbour: one tenant's GetChat latency while another tenant's run of two fixed-reply agents
      (no model, no person: every step is the server's own work) goes on.
+
+One script, a little past 400 lines, on purpose: `python bench/run.py` is what a reader runs and reads to see
+how each README figure was made, and the workloads share its process setup.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Two real replicas on one real PostgreSQL: any replica serves any chat, watchers see runs executed on the
-other replica, a run survives the death of the replica executing it, and concurrent writes start one run."""
+other replica, a run survives the death of the replica executing it, and concurrent writes start one run.
+
+One file, past 400 lines, on purpose: the scenarios share one costly fixture (a PostgreSQL database and two
+replicas behind one Envoy), started once per module."""
 
 from __future__ import annotations
 
