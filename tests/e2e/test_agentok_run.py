@@ -11,7 +11,6 @@ import socket
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,7 @@ from agentok.v1 import flow_service_pb2, flow_service_pb2_grpc
 from ..support.api import Rest, real_flow, with_model
 from ..support.fake_llm import FakeLlmServer
 from ..support.stack import VENV_BIN, agentok_cli, free_port
+from ..support.waiting import eventually
 
 KEY_LINE = "first API key (shown once):"
 
@@ -192,11 +192,7 @@ def _children_named(pid: int, name: str) -> list[int]:
 
 
 def _until_gone(pid: int, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _stat(pid) is not None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} (pid {pid}) still runs after {timeout} s")
-        time.sleep(0.02)  # polling for a process exit (bounded), not synchronizing on time
+    eventually(lambda: _stat(pid) is None, f"{what} (pid {pid}) to exit", timeout=timeout)
 
 
 def _port_free(port: int) -> bool:

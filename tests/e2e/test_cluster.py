@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..support.cluster import Cluster
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import dsn
 from ..support.stack import ServerProcess
+from ..support.waiting import eventually
 
 Status = chat_enums_pb2.ChatStatus.Value
 HITL = two_agent_flow(
@@ -203,7 +203,7 @@ def test_a_watcher_catches_up_from_storage_when_its_replica_lost_its_notificatio
     assert [e.seq for e in rest] == list(range(rest[0].seq, rest[-1].seq + 1))
     assert [e.message_added.content for e in rest if e.HasField("message_added")] == ["x", "B"]
     # And replica 1 listens again.
-    _wait_for(
+    eventually(
         lambda: (
             _sql(
                 cluster,
@@ -248,7 +248,7 @@ def test_cancel_through_one_replica_stops_the_run_on_the_other(
     req = chat_service_pb2.CancelChatRequest(chat_id=chat.id)
     assert one.chats.CancelChat(req, metadata=one.metadata, timeout=10).chat.status == Status.ready
     log = cluster.replicas[1].log_path
-    _wait_for(lambda: re.search(rf"chat {chat.id}: .* stopping its run", log.read_text()) is not None, "the stop")
+    eventually(lambda: re.search(rf"chat {chat.id}: .* stopping its run", log.read_text()) is not None, "the stop")
     fake_llm.wait_for_hangup(model)  # stopped mid call: replica 2 closed the model connection unanswered
     # The chat is free: a new run starts (on replica 1 this time) and nothing of the old one comes back.
     assert _send(one, chat.id, "again").chat.status == Status.running
@@ -302,11 +302,11 @@ def test_a_paused_lease_holder_writes_nothing_once_another_replica_took_its_run_
     try:
         # Paused, not dead: it keeps its connections and the run's task, and stops renewing the lease.
         _pause_outside_a_transaction(cluster, paused)
-        _wait_for(lambda: _lease_holder(cluster, chat.id) == "replica-1", "replica 1 to take the run over")
+        eventually(lambda: _lease_holder(cluster, chat.id) == "replica-1", "replica 1 to take the run over")
         fake_llm.wait_for_requests(model, 2)  # replica 1 makes the lost call again
         # The paused replica's reply arrives (unread in its socket) while replica 1's own call is open: it
         # will wake up holding a model reply for a run it no longer holds.
-        _wait_for(lambda: _unread_bytes(paused.proc.pid, llm_server.port) > 0, "the paused replica's reply")
+        eventually(lambda: _unread_bytes(paused.proc.pid, llm_server.port) > 0, "the paused replica's reply")
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     got = two.chats.GetChat(chat_service_pb2.GetChatRequest(chat_id=chat.id), metadata=two.metadata, timeout=10)
@@ -396,15 +396,6 @@ def _race(chat_id: str, *senders: tuple[Grpc, str]) -> dict[str, Any]:
     return outcomes
 
 
-def _wait_for(condition: Any, what: str, timeout: float = 20.0) -> None:
-    """Polls a condition another process makes true (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _envoy_hosts(cluster: Cluster, name: str = "agentok_grpc") -> dict[int, dict[str, str]]:
     """Envoy's view of a cluster's hosts, by port: rq_success, health_flags, ..."""
     text = cluster.envoy.admin_get("/clusters").text  # over Envoy's admin socket
@@ -438,7 +429,7 @@ def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
             authz_flags = _envoy_hosts(cluster, "agentok_authz")[dead_authz].get("health_flags", "")
             return "failed_active_hc" in grpc_flags and "failed_active_hc" in authz_flags
 
-        _wait_for(out_of_rotation, "Envoy to mark the dead replica's ports unhealthy")
+        eventually(out_of_rotation, "Envoy to mark the dead replica's ports unhealthy")
         # The whole seed walk-through, through the one replica left.
         sent = rest.send(chat["id"], "hello")
         rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})

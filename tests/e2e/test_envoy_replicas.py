@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +26,7 @@ from agentok_server.transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADE
 from ..support.api import two_agent_flow
 from ..support.fake_llm import FakeLlmServer
 from ..support.stack import ServerProcess, agentok_cli, check_secret, create_key, free_port
+from ..support.waiting import eventually
 
 GRPC = "agentok_grpc"
 AUTHZ = "agentok_authz"
@@ -60,15 +60,6 @@ class Replicas:
     def served(self, cluster: str) -> dict[int, int]:
         """Successful requests per host port, as Envoy counted them."""
         return {port: int(stats.get("rq_success", "0")) for port, stats in self.hosts(cluster).items()}
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Polls a condition other processes make true (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture()
@@ -111,7 +102,7 @@ def test_requests_spread_over_both_replicas_and_survive_one_being_killed(replica
     http = httpx.Client(base_url=replicas.rest_url, headers={"X-API-KEY": replicas.key}, timeout=10)
     one, two = replicas.servers
     # Envoy is ready before its first health checks have answered: start once both replicas are in rotation.
-    _wait_for(
+    eventually(
         lambda: all(h.get("health_flags") == "healthy" for c in (GRPC, AUTHZ) for h in replicas.hosts(c).values()),
         "both replicas healthy in Envoy",
     )
@@ -135,7 +126,7 @@ def test_requests_spread_over_both_replicas_and_survive_one_being_killed(replica
         authz_flags = replicas.hosts(AUTHZ)[replicas.authz_port(two)].get("health_flags", "")
         return "failed_active_hc" in grpc_flags and "failed_active_hc" in authz_flags
 
-    _wait_for(out_of_rotation, "Envoy to mark the killed replica unhealthy")
+    eventually(out_of_rotation, "Envoy to mark the killed replica unhealthy")
     before = replicas.served(GRPC)
     statuses = [http.get("/chats").status_code for _ in range(30)]
     assert statuses == [200] * 30
@@ -216,7 +207,7 @@ def test_every_check_request_envoy_sends_starts_with_the_check_prefix(tmp_path: 
         client_paths = ["/healthz/", "/check/healthz", "/chats", "/healthz/?x=1"]
         for path in client_paths:
             assert httpx.get(f"{envoy.url}{path}").status_code == 401, path
-        _wait_for(lambda: any(p == HEALTH_PATH.decode() for p, _ in seen), "Envoy's first health check")
+        eventually(lambda: any(p == HEALTH_PATH.decode() for p, _ in seen), "Envoy's first health check")
     finally:
         envoy.stop()
         recorder.shutdown()
