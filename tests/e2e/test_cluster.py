@@ -24,6 +24,7 @@ from agentok.v1 import chat_enums_pb2, chat_pb2, chat_service_pb2
 
 from ..support.api import Grpc, Rest, two_agent_flow, unique_model
 from ..support.cluster import Cluster
+from ..support.envoy_admin import cluster_hosts
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import dsn
 from ..support.stack import ServerProcess
@@ -397,15 +398,7 @@ def _race(chat_id: str, *senders: tuple[Grpc, str]) -> dict[str, Any]:
 
 
 def _envoy_hosts(cluster: Cluster, name: str = "agentok_grpc") -> dict[int, dict[str, str]]:
-    """Envoy's view of a cluster's hosts, by port: rq_success, health_flags, ..."""
-    text = cluster.envoy.admin_get("/clusters").text  # over Envoy's admin socket
-    hosts: dict[int, dict[str, str]] = {}
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == name and ":" in parts[1]:
-            port = int(parts[1].rsplit(":", 1)[1])
-            hosts.setdefault(port, {})[parts[2]] = parts[3]
-    return hosts
+    return cluster_hosts(cluster.envoy, name)
 
 
 def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(

@@ -24,6 +24,7 @@ from agentok_server.edge.envoy_process import EnvoyProcess, validate_config
 from agentok_server.transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADER, HEALTH_PATH
 
 from ..support.api import two_agent_flow
+from ..support.envoy_admin import cluster_hosts
 from ..support.fake_llm import FakeLlmServer
 from ..support.stack import ServerProcess, agentok_cli, check_secret, create_key, free_port
 from ..support.waiting import eventually
@@ -47,15 +48,7 @@ class Replicas:
         return int(server.env["AGENTOK_AUTHZ_PORT"])
 
     def hosts(self, cluster: str) -> dict[int, dict[str, str]]:
-        """Envoy's admin view of one cluster's hosts, by port: rq_success, health_flags, ..."""
-        text = self.envoy.admin_get("/clusters").text  # over Envoy's admin socket
-        hosts: dict[int, dict[str, str]] = {}
-        for line in text.splitlines():
-            # <cluster>::<host:port>::<stat>::<value>; cluster-wide lines have no host:port.
-            parts = line.split("::")
-            if len(parts) == 4 and parts[0] == cluster and ":" in parts[1]:
-                hosts.setdefault(int(parts[1].rsplit(":", 1)[1]), {})[parts[2]] = parts[3]
-        return hosts
+        return cluster_hosts(self.envoy, cluster)
 
     def served(self, cluster: str) -> dict[int, int]:
         """Successful requests per host port, as Envoy counted them."""
