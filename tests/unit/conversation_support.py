@@ -13,6 +13,7 @@ from agentok_server.domain.model import NewMessage
 from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 
+from .scripted import agent as scripted_agent
 from .scripted import first_chat
 
 # AutoGen's prompts, word for word (conversable_agent.check_termination_and_human_reply).
@@ -37,23 +38,16 @@ def agent(
     llm: bool = False,
     system_message: str | None = None,
 ) -> dict[str, Any]:
-    """Node data for one agent; without `llm` it has no model and answers `reply` (AutoGen's default_auto_reply)."""
-    data: dict[str, Any] = {"name": name}
-    if node_type == "user":
-        data["enable_llm"] = llm
-    else:
-        data["disable_llm"] = not llm
-    if reply is not None:
-        data["default_auto_reply"] = reply
-    if mode is not None:
-        data["human_input_mode"] = mode
-    if mcar is not None:
-        data["max_consecutive_auto_reply"] = mcar
-    if termination_msg is not None:
-        data["termination_msg"] = termination_msg
-    if system_message is not None:
-        data["system_message"] = system_message
-    return {"type": node_type, "data": data}
+    """Node data for one agent (no id: two_agent_spec gives it one); scripted.agent builds it."""
+    settings = {
+        "max_consecutive_auto_reply": mcar,
+        "termination_msg": termination_msg,
+        "system_message": system_message,
+    }
+    node = scripted_agent(
+        name, reply, node_type=node_type, mode=mode, llm=llm, **{k: v for k, v in settings.items() if v is not None}
+    )
+    return {"type": node["type"], "data": node["data"]}
 
 
 def two_agent_spec(a: dict[str, Any], b: dict[str, Any], *, max_turns: int | None = None) -> FlowSpec:
