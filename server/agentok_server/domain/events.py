@@ -16,7 +16,7 @@ class Subscription:
         self.queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
 
     def close(self) -> None:
-        self._hub._remove(self)
+        self._hub.unsubscribe(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -62,7 +62,7 @@ class EventHub:
             for sub in subs:
                 sub.queue.put_nowait(None)
 
-    def _remove(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.chat_id)
         if subs is not None:
             subs.discard(sub)
