@@ -21,7 +21,7 @@ from agentok.v1 import flow_service_pb2, flow_service_pb2_grpc
 
 from ..support.api import Rest, real_flow, with_model
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import VENV_BIN, agentok_cli, free_port
+from ..support.stack import VENV_BIN, agentok_cli, edge_target, edge_url, free_port
 from ..support.waiting import eventually
 
 KEY_LINE = "first API key (shown once):"
@@ -85,7 +85,7 @@ def test_agentok_run_prints_a_working_key_and_agentok_token_works(tmp_path: Path
         _until(lines, "Try:", seen)  # the banner's end: Envoy is ready
         assert key.startswith("atk_"), seen
 
-        base = f"http://127.0.0.1:{http_port}"
+        base = edge_url(http_port)
         by_key = Rest(base, key)
         flow = by_key.create_flow(with_model(real_flow("14"), "m"))
         chat = by_key.create_chat(flow["id"])
@@ -238,7 +238,7 @@ class Launched:
         return pid
 
     def rest(self) -> Rest:
-        return Rest(f"http://127.0.0.1:{self.http_port}", self.key)
+        return Rest(edge_url(self.http_port), self.key)
 
     def flow_ids(self) -> list[str]:
         """GET /flows through Envoy with the first key (asserting it answers 200)."""
@@ -358,10 +358,10 @@ def test_envoy_at_trace_level_logs_no_credentials_and_secret_files_are_private(t
         by_key.create_flow(with_model(real_flow("14"), "m"))
         token = agentok_cli(env, "token", "--subject", "default").strip()
         by_token = httpx.get(
-            f"http://127.0.0.1:{run.http_port}/flows", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            f"{edge_url(run.http_port)}/flows", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         assert by_token.status_code == 200, by_token.text
-        with grpc.insecure_channel(f"127.0.0.1:{run.http_port}") as channel:
+        with grpc.insecure_channel(edge_target(run.http_port)) as channel:
             flows = flow_service_pb2_grpc.FlowServiceStub(channel)
             flows.ListFlows(flow_service_pb2.ListFlowsRequest(), metadata=(("x-api-key", run.key),), timeout=30)
         # Under umask 022, in a 0755 directory, the files holding secrets are the user's only (-wal and -shm

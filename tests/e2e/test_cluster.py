@@ -24,7 +24,8 @@ from agentok.v1 import chat_enums_pb2, chat_pb2, chat_service_pb2
 
 from ..support.api import Grpc, Rest, two_agent_flow, unique_model
 from ..support.cluster import Cluster
-from ..support.envoy_admin import cluster_hosts
+from ..support.envoy_admin import GRPC_CLUSTER, out_of_rotation
+from ..support.envoy_admin import served as envoy_served
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import dsn
 from ..support.stack import ServerProcess
@@ -303,7 +304,9 @@ def test_a_paused_lease_holder_writes_nothing_once_another_replica_took_its_run_
     try:
         # Paused, not dead: it keeps its connections and the run's task, and stops renewing the lease.
         _pause_outside_a_transaction(cluster, paused)
-        eventually(lambda: _lease_holder(cluster, chat.id) == "replica-1", "replica 1 to take the run over")
+        eventually(
+            lambda: _lease_holder(cluster, chat.id), "replica 1 to take the run over", accept=lambda h: h == "replica-1"
+        )
         fake_llm.wait_for_requests(model, 2)  # replica 1 makes the lost call again
         # The paused replica's reply arrives (unread in its socket) while replica 1's own call is open: it
         # will wake up holding a model reply for a run it no longer holds.
@@ -397,10 +400,6 @@ def _race(chat_id: str, *senders: tuple[Grpc, str]) -> dict[str, Any]:
     return outcomes
 
 
-def _envoy_hosts(cluster: Cluster, name: str = "agentok_grpc") -> dict[int, dict[str, str]]:
-    return cluster_hosts(cluster.envoy, name)
-
-
 def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
     tmp_path: Path, llm_server: FakeLlmServer
 ) -> None:
@@ -410,19 +409,12 @@ def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
         chat = rest.create_chat(rest.create_flow(HITL)["id"])
         for _ in range(20):
             assert rest.chat(chat["id"])["id"] == chat["id"]
-        served = {port: int(h.get("rq_success", "0")) for port, h in _envoy_hosts(cluster).items()}
+        served = envoy_served(cluster.envoy, GRPC_CLUSTER)
         assert set(served) == {r.port for r in cluster.replicas} and all(n > 0 for n in served.values()), served
 
         dead = cluster.replicas[1]
         dead.stop(signal.SIGKILL)
-        dead_authz = int(dead.env["AGENTOK_AUTHZ_PORT"])
-
-        def out_of_rotation() -> bool:
-            grpc_flags = _envoy_hosts(cluster)[dead.port].get("health_flags", "")
-            authz_flags = _envoy_hosts(cluster, "agentok_authz")[dead_authz].get("health_flags", "")
-            return "failed_active_hc" in grpc_flags and "failed_active_hc" in authz_flags
-
-        eventually(out_of_rotation, "Envoy to mark the dead replica's ports unhealthy")
+        eventually(lambda: out_of_rotation(cluster.envoy, dead), "Envoy to mark the dead replica's ports unhealthy")
         # The whole seed walk-through, through the one replica left.
         sent = rest.send(chat["id"], "hello")
         rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})

@@ -65,7 +65,7 @@ async def edge(tokens: TokenFactory) -> AsyncIterator[tuple[str, _Recorder, str,
     )
     await asyncio.to_thread(envoy.start)
     try:
-        yield f"http://127.0.0.1:{envoy.listen_port}", recorder, secret, identity
+        yield envoy.url, recorder, secret, identity
     finally:
         envoy.stop()
         await server.stop(0)

@@ -24,35 +24,26 @@ from agentok_server.edge.envoy_process import EnvoyProcess, validate_config
 from agentok_server.transport.authz_http import CHECK_PREFIX, CHECK_SECRET_HEADER, HEALTH_PATH
 
 from ..support.api import two_agent_flow
-from ..support.envoy_admin import cluster_hosts
+from ..support.envoy_admin import AUTHZ_CLUSTER as AUTHZ
+from ..support.envoy_admin import GRPC_CLUSTER as GRPC
+from ..support.envoy_admin import cluster_hosts, out_of_rotation, served
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import ServerProcess, agentok_cli, check_secret, create_key, free_port
+from ..support.stack import LOOPBACK, BehindEnvoy, ServerProcess, agentok_cli, check_secret, create_key, free_port
 from ..support.waiting import eventually
-
-GRPC = "agentok_grpc"
-AUTHZ = "agentok_authz"
 
 
 @dataclass
-class Replicas:
+class Replicas(BehindEnvoy):
     servers: list[ServerProcess]
     envoy: EnvoyProcess
     key: str
     check_secret: str
 
-    @property
-    def rest_url(self) -> str:
-        return self.envoy.url
-
-    def authz_port(self, server: ServerProcess) -> int:
-        return int(server.env["AGENTOK_AUTHZ_PORT"])
-
     def hosts(self, cluster: str) -> dict[int, dict[str, str]]:
         return cluster_hosts(self.envoy, cluster)
 
     def served(self, cluster: str) -> dict[int, int]:
-        """Successful requests per host port, as Envoy counted them."""
-        return {port: int(stats.get("rq_success", "0")) for port, stats in self.hosts(cluster).items()}
+        return served(self.envoy, cluster)
 
 
 @pytest.fixture()
@@ -74,9 +65,9 @@ def replicas(tmp_path: Path, llm_server: FakeLlmServer) -> Iterator[Replicas]:
     secret = check_secret(base_env)
     envoy = EnvoyProcess(
         work_dir=tmp_path / "envoy",
-        listen_host="127.0.0.1",
+        listen_host=LOOPBACK,
         listen_port=free_port(),
-        upstreams=[Upstream("127.0.0.1", s.port, int(s.env["AGENTOK_AUTHZ_PORT"])) for s in servers],
+        upstreams=[s.upstream for s in servers],
         check_secret=secret,
     )
     try:
@@ -103,7 +94,7 @@ def test_requests_spread_over_both_replicas_and_survive_one_being_killed(replica
         r = http.get("/chats")
         assert r.status_code == 200, r.text
     # Envoy's per-host counters: both gRPC ports and both check endpoints answered requests.
-    for cluster, ports in ((GRPC, {one.port, two.port}), (AUTHZ, {replicas.authz_port(s) for s in (one, two)})):
+    for cluster, ports in ((GRPC, {one.port, two.port}), (AUTHZ, {s.authz_port for s in (one, two)})):
         served = replicas.served(cluster)
         assert set(served) == ports and all(n > 0 for n in served.values()), (cluster, served)
 
@@ -114,12 +105,7 @@ def test_requests_spread_over_both_replicas_and_survive_one_being_killed(replica
     window += [http.post("/flows", json={"name": "during", "flow": two_agent_flow()}).status_code for _ in range(5)]
     assert window == [200] * 25
 
-    def out_of_rotation() -> bool:
-        grpc_flags = replicas.hosts(GRPC)[two.port].get("health_flags", "")
-        authz_flags = replicas.hosts(AUTHZ)[replicas.authz_port(two)].get("health_flags", "")
-        return "failed_active_hc" in grpc_flags and "failed_active_hc" in authz_flags
-
-    eventually(out_of_rotation, "Envoy to mark the killed replica unhealthy")
+    eventually(lambda: out_of_rotation(replicas.envoy, two), "Envoy to mark the killed replica unhealthy")
     before = replicas.served(GRPC)
     statuses = [http.get("/chats").status_code for _ in range(30)]
     assert statuses == [200] * 30
@@ -144,7 +130,7 @@ def test_no_client_request_reaches_the_check_endpoints_health_route(replicas: Re
         assert r.json()["code"] == 16, path
     # Straight at a replica's check port: the health path answers without a key (Envoy's health checker asks
     # it), while what Envoy would send for a client's /healthz is an ordinary, refused check.
-    authz = f"http://127.0.0.1:{replicas.authz_port(replicas.servers[0])}"
+    authz = replicas.servers[0].authz_url
     assert httpx.get(f"{authz}{HEALTH_PATH.decode()}").status_code == 200
     # Without the deployment's check secret nothing is even looked at (403); with it, an ordinary refused check.
     assert httpx.get(f"{authz}{CHECK_PREFIX}{HEALTH_PATH.decode()}").status_code == 403

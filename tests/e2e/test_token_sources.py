@@ -154,7 +154,7 @@ def test_an_https_jwks_is_fetched_only_from_a_verified_server(tmp_path: Path, ll
             listen_port=free_port(),
             upstream_host="127.0.0.1",
             upstream_port=stack.server.port,
-            authz_port=int(stack.env["AGENTOK_AUTHZ_PORT"]),
+            authz_port=stack.server.authz_port,
             jwt=jwt(uri, ca),
             check_secret=stack.check_secret,
         )

@@ -28,7 +28,7 @@ from agentok_server.transport.edge_identity import HEADER, EdgeIdentity
 from ..conftest import Keys
 from ..support.api import error_reason, two_agent_flow
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import Stack, agentok_cli, create_key, free_port
+from ..support.stack import Stack, agentok_cli, create_key, edge_target, free_port
 from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 INTERNAL_NAMES = ("x-agentok", "x-envoy", "x-jwt")
@@ -43,7 +43,7 @@ FORGED_BOB = _payload({"sub": "bob", "exp": int(time.time()) + 60})
 
 def _check(stack: Stack, headers: dict[str, str]) -> httpx.Response:
     """A request straight to the key-check port, as a local process (or a host on the network) could send."""
-    return httpx.get(f"http://127.0.0.1:{stack.env['AGENTOK_AUTHZ_PORT']}/check/x", headers=headers, timeout=10)
+    return httpx.get(f"{stack.server.authz_url}/check/x", headers=headers, timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -355,7 +355,7 @@ async def test_a_check_that_times_out_lets_nothing_through(tmp_path: Path) -> No
     )
     await asyncio.to_thread(envoy.start)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{envoy.listen_port}") as channel:
+        async with grpc.aio.insecure_channel(edge_target(envoy.listen_port)) as channel:
             chats = chat_service_pb2_grpc.ChatServiceStub(channel)
             # More than Envoy keeps connections to the check endpoint: some checks time out on a connection,
             # the rest while waiting for one.

@@ -7,11 +7,10 @@ import os
 import signal
 from pathlib import Path
 
-from agentok_server.edge.envoy_config import Upstream
 from agentok_server.edge.envoy_process import EnvoyProcess
 
 from .postgres import create_database, drop_database
-from .stack import BehindEnvoy, ServerProcess, agentok_cli, check_secret, create_key, free_port
+from .stack import LOOPBACK, BehindEnvoy, ServerProcess, agentok_cli, check_secret, create_key, free_port
 
 
 class Cluster(BehindEnvoy):
@@ -47,9 +46,9 @@ class Cluster(BehindEnvoy):
         agentok_cli(self.base_env, "db", "upgrade")
         self.envoy = EnvoyProcess(
             work_dir=root / "envoy",
-            listen_host="127.0.0.1",
+            listen_host=LOOPBACK,
             listen_port=free_port(),
-            upstreams=[Upstream("127.0.0.1", r.port, int(r.env["AGENTOK_AUTHZ_PORT"])) for r in self.replicas],
+            upstreams=[r.upstream for r in self.replicas],
             check_secret=check_secret(self.base_env),
         )
 

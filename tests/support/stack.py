@@ -9,25 +9,37 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agentok_server.edge.envoy_config import JwtConfig
+from agentok_server.edge.envoy_config import JwtConfig, Upstream
 from agentok_server.edge.envoy_process import EnvoyProcess
 from agentok_server.storage.repository import Repository, make_engine
 from agentok_server.transport.authz_http import CHECK_SECRET_NAME, new_check_secret
 
+from .waiting import eventually
+
 VENV_BIN = Path(sys.executable).parent
+LOOPBACK = "127.0.0.1"  # every test process listens here, Envoy included
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def edge_url(port: int) -> str:
+    """The REST base URL of an Envoy listening on `port`."""
+    return f"http://{LOOPBACK}:{port}"
+
+
+def edge_target(port: int) -> str:
+    """The native gRPC target of the same listener: Envoy serves both on one port."""
+    return f"{LOOPBACK}:{port}"
 
 
 def agentok_cli(env: dict[str, str], *args: str) -> str:
@@ -75,26 +87,39 @@ class ServerProcess:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def authz_port(self) -> int:
+        """The port of its key-check endpoint (Envoy's ext_authz upstream)."""
+        return int(self.env["AGENTOK_AUTHZ_PORT"])
+
+    @property
+    def authz_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.authz_port}"
+
+    @property
+    def upstream(self) -> Upstream:
+        """Its two ports as an Envoy in front of it is configured with."""
+        return Upstream(LOOPBACK, self.port, self.authz_port)
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([str(VENV_BIN / "agentok"), "serve"], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
+        proc = self.proc = subprocess.Popen([str(VENV_BIN / "agentok"), "serve"], env=self.env, stdout=log, stderr=log)
         with grpc.insecure_channel(self.target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if self.proc.poll() is not None:
+
+            def health() -> object:
+                """SERVING once it is; until then the status or the call's error code."""
+                if proc.poll() is not None:
                     raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
                 try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True)
-                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                if time.monotonic() > deadline:
-                    raise RuntimeError("server did not become healthy")
+                    return stub.Check(health_pb2.HealthCheckRequest(), timeout=1, wait_for_ready=True).status
+                except grpc.RpcError as err:
+                    return err.code()
+
+            serving = health_pb2.HealthCheckResponse.SERVING
+            eventually(health, "the server to report SERVING", timeout=timeout, accept=lambda s: s == serving)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -113,11 +138,11 @@ class BehindEnvoy:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.envoy.listen_port}"
+        return edge_url(self.envoy.listen_port)
 
     @property
     def edge_target(self) -> str:
-        return f"127.0.0.1:{self.envoy.listen_port}"
+        return edge_target(self.envoy.listen_port)
 
 
 class Stack(BehindEnvoy):
@@ -150,11 +175,11 @@ class Stack(BehindEnvoy):
         self.check_secret = check_secret(self.env)
         self.envoy = EnvoyProcess(
             work_dir=root / "envoy",
-            listen_host="127.0.0.1",
+            listen_host=LOOPBACK,
             listen_port=free_port(),
-            upstream_host="127.0.0.1",
+            upstream_host=LOOPBACK,
             upstream_port=self.server.port,
-            authz_port=int(self.env["AGENTOK_AUTHZ_PORT"]),
+            authz_port=self.server.authz_port,
             jwt=jwt,
             check_secret=self.check_secret,
             **(envoy_options or {}),

@@ -12,13 +12,15 @@ T = TypeVar("T")
 POLL_SECONDS = 0.02
 
 
-def eventually(condition: Callable[[], T], what: str, *, timeout: float = 20.0) -> T:
-    """Polls `condition` until it returns something truthy, and returns that. Fails after `timeout` seconds,
-    saying what never happened and the last value seen."""
+def eventually(
+    condition: Callable[[], T], what: str, *, timeout: float = 20.0, accept: Callable[[T], object] = bool
+) -> T:
+    """Polls `condition` until `accept` takes what it returns (truthy, by default), and returns that. Fails
+    after `timeout` seconds, saying what never happened and the last value seen."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
-        if value:
+        if accept(value):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last seen: {value!r})")
