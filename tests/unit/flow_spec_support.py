@@ -13,6 +13,8 @@ from agentok_server.domain.errors import InvalidArgument
 from agentok_server.domain.flow_rules import parse_runnable
 from agentok_server.engine.flow_spec import AgentSpec, parse_flow
 
+from .scripted import agent
+
 FLOWS_DIR = Path(__file__).resolve().parents[1] / "data" / "agentok-flows"
 
 
@@ -25,8 +27,8 @@ def real_flow(prefix: str) -> dict[str, Any]:
 
 
 def agent_node(node_id: str, node_type: str = "conversable", **data: Any) -> dict[str, Any]:
-    data.setdefault("name", node_id.upper())
-    return {"id": node_id, "type": node_type, "data": data}
+    """An agent node with only the given settings (the parser's defaults are what these tests check)."""
+    return agent(node_id, node_type=node_type, mode=None, llm=None, **{"name": node_id.upper(), **data})
 
 
 def minimal_flow(

@@ -28,15 +28,16 @@ def agent(
     *,
     node_type: str = "conversable",
     mode: str | None = "NEVER",
-    llm: bool = False,
+    llm: bool | None = False,
     parent: str | None = None,
     **data: Any,
 ) -> dict[str, Any]:
-    """An agent node named `node_id`; without `llm` it has no model and answers `reply`."""
+    """An agent node named `node_id`; without `llm` it has no model and answers `reply`. A `mode` or `llm` of
+    None leaves that setting out, to the parser's default for the node type."""
     node_data: dict[str, Any] = {"name": node_id, **data}
-    if node_type == "user":
+    if llm is not None and node_type == "user":
         node_data["enable_llm"] = llm
-    else:
+    elif llm is not None:
         node_data["disable_llm"] = not llm
     if reply is not None:
         node_data["default_auto_reply"] = reply
