@@ -61,6 +61,10 @@ def test_keys_expire(stack: Stack, tokens: TokenFactory) -> None:
         past = (datetime.now(UTC) - timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
         r = admin.post("/api-keys", json={"name": "old", "expires_at": past})
         assert r.status_code == 400 and "expires_at" in r.json()["message"]
+        # The field's name before 2026-12-01: refused, not ignored (ignored, the key would never expire).
+        r = admin.post("/api-keys", json={"name": "renamed", "expire_time": past})
+        assert r.status_code == 400 and "renamed to expires_at" in r.json()["message"], r.text
+        assert admin.get("/api-keys").json()["api_keys"] == []
 
         soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat().replace("+00:00", "Z")
         created = admin.post("/api-keys", json={"name": "short", "expires_at": soon}).json()

@@ -29,7 +29,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentok/v1/api_key_service.proto\x12\nagentok.v1\x1a\x18\x61gentok/v1/api_key.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x05scope\x18\x02 \x01(\x0e\x32\x18.agentok.v1.ApiKey.Scope\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.agentok.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.agentok.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13\x44\x65leteApiKeyRequest\x12*\n\x06key_id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61gentok.ai/ApiKey\"\x16\n\x14\x44\x65leteApiKeyResponse2\x87\x03\n\rApiKeyService\x12z\n\x0c\x43reateApiKey\x12\x1f.agentok.v1.CreateApiKeyRequest\x1a .agentok.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\t/api-keys:\x01*Z\x11\"\x0c/v1/api-keys:\x01*\x12q\n\x0bListApiKeys\x12\x1e.agentok.v1.ListApiKeysRequest\x1a\x1f.agentok.v1.ListApiKeysResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\t/api-keysZ\x0e\x12\x0c/v1/api-keys\x12\x86\x01\n\x0c\x44\x65leteApiKey\x12\x1f.agentok.v1.DeleteApiKeyRequest\x1a .agentok.v1.DeleteApiKeyResponse\"3\x82\xd3\xe4\x93\x02-*\x12/api-keys/{key_id}Z\x17*\x15/v1/api-keys/{key_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentok/v1/api_key_service.proto\x12\nagentok.v1\x1a\x18\x61gentok/v1/api_key.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x13\x43reateApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x05scope\x18\x02 \x01(\x0e\x32\x18.agentok.v1.ApiKey.Scope\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x02\x18\x01\"K\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.agentok.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.agentok.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x13\x44\x65leteApiKeyRequest\x12*\n\x06key_id\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x61gentok.ai/ApiKey\"\x16\n\x14\x44\x65leteApiKeyResponse2\x87\x03\n\rApiKeyService\x12z\n\x0c\x43reateApiKey\x12\x1f.agentok.v1.CreateApiKeyRequest\x1a .agentok.v1.CreateApiKeyResponse\"\'\x82\xd3\xe4\x93\x02!\"\t/api-keys:\x01*Z\x11\"\x0c/v1/api-keys:\x01*\x12q\n\x0bListApiKeys\x12\x1e.agentok.v1.ListApiKeysRequest\x1a\x1f.agentok.v1.ListApiKeysResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\t/api-keysZ\x0e\x12\x0c/v1/api-keys\x12\x86\x01\n\x0c\x44\x65leteApiKey\x12\x1f.agentok.v1.DeleteApiKeyRequest\x1a .agentok.v1.DeleteApiKeyResponse\"3\x82\xd3\xe4\x93\x02-*\x12/api-keys/{key_id}Z\x17*\x15/v1/api-keys/{key_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['expire_time']._serialized_options = b'\030\001'
   _globals['_DELETEAPIKEYREQUEST'].fields_by_name['key_id']._loaded_options = None
   _globals['_DELETEAPIKEYREQUEST'].fields_by_name['key_id']._serialized_options = b'\342A\001\002\372A\023\n\021agentok.ai/ApiKey'
   _globals['_APIKEYSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
@@ -47,17 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEYSERVICE'].methods_by_name['DeleteApiKey']._loaded_options = None
   _globals['_APIKEYSERVICE'].methods_by_name['DeleteApiKey']._serialized_options = b'\202\323\344\223\002-*\022/api-keys/{key_id}Z\027*\025/v1/api-keys/{key_id}'
   _globals['_CREATEAPIKEYREQUEST']._serialized_start=198
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=328
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=330
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=405
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=407
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=466
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=468
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=552
-  _globals['_DELETEAPIKEYREQUEST']._serialized_start=554
-  _globals['_DELETEAPIKEYREQUEST']._serialized_end=619
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=621
-  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=643
-  _globals['_APIKEYSERVICE']._serialized_start=646
-  _globals['_APIKEYSERVICE']._serialized_end=1037
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=381
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=383
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=458
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=460
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=519
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=521
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=605
+  _globals['_DELETEAPIKEYREQUEST']._serialized_start=607
+  _globals['_DELETEAPIKEYREQUEST']._serialized_end=672
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_start=674
+  _globals['_DELETEAPIKEYRESPONSE']._serialized_end=696
+  _globals['_APIKEYSERVICE']._serialized_start=699
+  _globals['_APIKEYSERVICE']._serialized_end=1090
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ from agentok.v1 import flow_service_pb2 as fs
 from agentok.v1 import flow_service_pb2_grpc as fs_grpc
 
 from ..domain.chats import ChatService
+from ..domain.errors import invalid_field
 from ..domain.flows import FlowService
 from ..domain.idempotency import Idempotency
 from ..domain.keys import KeyService
@@ -198,6 +199,9 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         self, request: ks.CreateApiKeyRequest, context: Ctx, identity: Identity
     ) -> ks.CreateApiKeyResponse:
         self.keys.require_key_manager(identity)
+        if request.HasField("expire_time"):
+            # The old name of expires_at: ignoring it would mint a key that never expires.
+            raise invalid_field("expire_time", "was renamed to expires_at: send expires_at instead")
         expires_at = request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
         key, secret = await self.keys.create(
             identity.owner,
