@@ -80,7 +80,7 @@ def test_agentok_run_prints_a_working_key_and_agentok_token_works(tmp_path: Path
         start_new_session=True,  # its own process group: a failed test can take Envoy down with it
     )
     try:
-        lines, seen = _lines(proc), []
+        lines, seen = _lines(proc), list[str]()
         key = _until(lines, KEY_LINE, seen).removeprefix(KEY_LINE).strip()
         _until(lines, "Try:", seen)  # the banner's end: Envoy is ready
         assert key.startswith("atk_"), seen
@@ -222,7 +222,7 @@ class Launched:
             start_new_session=True,
             umask=umask,
         )
-        self.lines, self.seen = _lines(self.proc), []
+        self.lines, self.seen = _lines(self.proc), list[str]()
         self.key = ""
 
     def until(self, prefix: str) -> str:

@@ -26,7 +26,9 @@ def _until_refused(http: httpx.Client) -> httpx.Response:
         r = http.get("/chats")
         return r if r.status_code == 401 else None
 
-    return eventually(refused, "the revoked key to be refused", timeout=5)
+    response = eventually(refused, "the revoked key to be refused", timeout=5)
+    assert response is not None
+    return response
 
 
 def test_create_list_use_and_delete_with_a_token(stack: Stack, tokens: TokenFactory) -> None:

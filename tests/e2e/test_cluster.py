@@ -310,7 +310,9 @@ def test_a_paused_lease_holder_writes_nothing_once_another_replica_took_its_run_
         fake_llm.wait_for_requests(model, 2)  # replica 1 makes the lost call again
         # The paused replica's reply arrives (unread in its socket) while replica 1's own call is open: it
         # will wake up holding a model reply for a run it no longer holds.
-        eventually(lambda: _unread_bytes(paused.proc.pid, llm_server.port) > 0, "the paused replica's reply")
+        assert paused.proc is not None
+        pid = paused.proc.pid
+        eventually(lambda: _unread_bytes(pid, llm_server.port) > 0, "the paused replica's reply")
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     got = two.chats.GetChat(chat_service_pb2.GetChatRequest(chat_id=chat.id), metadata=two.metadata, timeout=10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -18,9 +20,9 @@ Status = chat_enums_pb2.ChatStatus.Value
 
 
 @pytest.fixture()
-def client(stack: Stack, keys: Keys) -> Grpc:
+def client(stack: Stack, keys: Keys) -> Iterator[Grpc]:
     c = Grpc(stack.edge_target, keys.alice)
-    yield c  # type: ignore[misc]
+    yield c
     c.close()
 
 

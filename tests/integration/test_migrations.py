@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -38,7 +39,7 @@ def _differences(conn: Connection) -> list[object]:
     return list(compare_metadata(MigrationContext.configure(conn), SQLModel.metadata))
 
 
-async def sync(fn: object, *args: str) -> object:
+async def sync(fn: object, *args: str) -> Any:
     """The schema functions run their own event loop (as the CLI does): off this test's loop."""
     return await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import NewMessage
+from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 
@@ -39,7 +40,7 @@ def agent(
     system_message: str | None = None,
 ) -> dict[str, Any]:
     """Node data for one agent (no id: two_agent_spec gives it one); scripted.agent builds it."""
-    settings = {
+    settings: dict[str, Any] = {
         "max_consecutive_auto_reply": mcar,
         "termination_msg": termination_msg,
         "system_message": system_message,
@@ -78,7 +79,8 @@ class ScriptedIO:
     async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         self.messages.append(message)
 
-    async def ask_human(self, agent: AgentSpec, prompt: str) -> str:
+    async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
+        assert agent is not None, "a two-agent chat asks a person for an agent"
         self.prompts.append((agent.name, prompt))
         if not self.answers:
             pytest.fail(
@@ -86,6 +88,9 @@ class ScriptedIO:
                 f"said so far: {self.said()}"
             )
         return self.answers.pop(0)
+
+    async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
+        raise AssertionError("no agent of these flows executes code")
 
     def said(self) -> list[tuple[str, str]]:
         return [(m.sender, m.content) for m in self.messages]

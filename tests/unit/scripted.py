@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import NewMessage
+from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
@@ -104,6 +105,9 @@ class ScriptedIO:
         choice = self.choices.pop(0)
         self.log.append(("choose", list(options), choice))
         return choice
+
+    async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
+        raise AssertionError("no agent of these flows executes code")
 
     def said(self) -> list[tuple[str, str]]:
         return [(m.sender, m.content) for m in self.messages]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import MessageType, NewMessage
+from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.flow_spec import AgentSpec, parse_flow
 
 from .conversation_support import (
@@ -157,8 +158,11 @@ async def test_model_view_names_are_safe_for_openai() -> None:
         async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
             pass
 
-        async def ask_human(self, agent: AgentSpec, prompt: str) -> str:
+        async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
             raise AssertionError("nobody should be asked")
+
+        async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
+            raise AssertionError("no code runs here")
 
     await conversation.run("hi", _IO())
     assert [m.get("name") for m in seen[0][1:]] == ["Travel_Agent"]

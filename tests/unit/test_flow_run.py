@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import NewMessage
+from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, parse_flow
 
@@ -74,7 +75,7 @@ EVERYTHING = flow(
         converse("u", "g2"),
     ],
 )
-SCRIPT: dict[str, list[str]] = {
+SCRIPT: dict[str, Any] = {
     "replies": ["S1", "h", "p1"],
     "choices": ["m2", "u"],
     "answers": ["typed", "hello"],
@@ -139,6 +140,9 @@ class JournalIO:
             assert entry[1] == message
             return
         self.stored.append(message)
+
+    async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
+        raise AssertionError("no agent of these flows executes code")
 
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str:
         entry = self._replayed("ask")
