@@ -19,7 +19,6 @@ from .domain.events import EventHub
 from .domain.flows import FlowService
 from .domain.idempotency import Idempotency
 from .domain.keys import KeyService
-from .domain.model import Budget, TimeoutAction
 from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
 from .engine.code_execution import CodeExecutor
@@ -122,19 +121,7 @@ async def build_app(settings: Settings) -> App:
         settings=settings,
         repo=repo,
         keys=KeyService(repo, cache_seconds=settings.key_cache_seconds),
-        chats=ChatService(
-            repo,
-            hub,
-            runs,
-            keepalive_seconds=settings.watch_keepalive_seconds,
-            default_budget=Budget(
-                max_agent_turns=settings.default_max_agent_turns,
-                input_timeout_seconds=settings.default_input_timeout_seconds,
-                input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
-            ),
-            max_agent_turns_limit=settings.max_agent_turns_limit,
-            max_runs_per_owner=settings.max_concurrent_runs_per_owner,
-        ),
+        chats=ChatService.from_settings(repo, hub, runs, settings),
         flows=FlowService(repo, egress=egress, code_execution=settings.code_execution_enabled),
         runs=runs,
         hub=hub,

@@ -12,7 +12,7 @@ from typing import Any
 from agentok_server.domain.chats import ChatService
 from agentok_server.domain.events import EventHub, Subscription
 from agentok_server.domain.idempotency import Idempotency
-from agentok_server.domain.model import Budget, Chat, ChatEvent, ChatStatus, TimeoutAction
+from agentok_server.domain.model import Chat, ChatEvent, ChatStatus
 from agentok_server.domain.runs import RunManager
 from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.llm import Endpoint
@@ -123,19 +123,7 @@ def make_services(
     code = code or ScriptedCode()
     config = settings_for_tests(**settings)
     runs = RunManager(store, hub, model, config, executor=code)
-    chats = ChatService(
-        store,
-        hub,
-        runs,
-        keepalive_seconds=config.watch_keepalive_seconds,
-        default_budget=Budget(
-            max_agent_turns=config.default_max_agent_turns,
-            input_timeout_seconds=config.default_input_timeout_seconds,
-            input_timeout_action=TimeoutAction(config.default_input_timeout_action),
-        ),
-        max_agent_turns_limit=config.max_agent_turns_limit,
-        max_runs_per_owner=config.max_concurrent_runs_per_owner,
-    )
+    chats = ChatService.from_settings(store, hub, runs, config)
     return Services(store, hub, model, code, config, runs, chats, Idempotency(store))
 
 

@@ -1,8 +1,7 @@
 """engine.conversation.TwoAgentChat as the model sees it: roles, names, system messages, message types.
 
-Expected sequences are those observed on autogen 0.14.1 (docs/autogen-semantics.md §1). Agents
-with `disable_llm: true` and a `default_auto_reply` stand in for AutoGen's `llm_config=False` agents with
-a fixed `default_auto_reply`; a scripted `complete` stands in for the model.
+Expected as observed on autogen 0.14.1 (docs/autogen-semantics.md §1); how agents and the model are stood in
+for: tests/unit/test_conversation.py's docstring.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from ..engine.flow_spec import FlowSpec
+from ..settings import Settings
 from . import paging
 from .errors import (
     Aborted,
@@ -70,6 +71,23 @@ class ChatService:
         self._hub = hub
         self._runs = runs
         self._keepalive = keepalive_seconds
+
+    @classmethod
+    def from_settings(cls, repo: ChatsAndFlows, hub: EventHub, runs: RunManager, settings: Settings) -> ChatService:
+        """The service as the server's settings configure it (app.py, and the unit tests on an in-memory store)."""
+        return cls(
+            repo,
+            hub,
+            runs,
+            keepalive_seconds=settings.watch_keepalive_seconds,
+            default_budget=Budget(
+                max_agent_turns=settings.default_max_agent_turns,
+                input_timeout_seconds=settings.default_input_timeout_seconds,
+                input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
+            ),
+            max_agent_turns_limit=settings.max_agent_turns_limit,
+            max_runs_per_owner=settings.max_concurrent_runs_per_owner,
+        )
 
     async def _get(self, owner: str, chat_id: str) -> Chat:
         if not chat_id:
