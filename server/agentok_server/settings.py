@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     code_execution_timeout_seconds: float = Field(default=10.0, gt=0)
     code_execution_output_limit: int = Field(default=10_000, gt=0)
 
+    # HTTP tools: how long one call may take and how large its answer may be (over either, the model sees an
+    # error result). Their hosts must be listed in egress_allowed_hosts; python tools use the code execution
+    # settings above and run only where it is enabled.
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    tool_response_limit: int = Field(default=100_000, gt=0, le=10_000_000)
+
     # Budgets a chat gets unless CreateChat sets its own. No run is unlimited: a client's 0 means this
     # default, and neither the default nor a client's budget may pass the limit (checked below and in
     # ChatService.create), so one chat cannot keep the server busy for good.

@@ -232,6 +232,7 @@ class MemoryStore:
         holder: str | None = None,
         lease_until: datetime | None = None,
         max_runs_per_owner: int | None = None,
+        at_step: int | None = None,
     ) -> StepResult | None:
         """As Repository.apply_step: every check first, then every write, with nothing between them."""
         await asyncio.sleep(0)
@@ -244,6 +245,7 @@ class MemoryStore:
             or (run_no is not None and row.chat.run.run_no != run_no)
             # The fence names the holder only: a lapsed lease lets its holder write until someone takes it.
             or (holder is not None and lease_until is None and row.lease_holder != holder)
+            or (at_step is not None and row.chat.run.run_steps != at_step)
         ):
             self.refused_steps += 1
             return None
@@ -258,7 +260,7 @@ class MemoryStore:
             row.journal.setdefault(run.run_no, []).extend(journal)
             run = dataclasses.replace(run, run_steps=run.run_steps + len(journal))
         seq, events = chat.last_seq, []
-        status, error, prompt = chat.status, chat.error, chat.input_prompt
+        status, error, prompt, pending = chat.status, chat.error, chat.input_prompt, chat.pending_tool_calls
         for item in items:
             seq += 1
             if isinstance(item, NewMessage):
@@ -271,13 +273,15 @@ class MemoryStore:
                     receiver=item.receiver,
                     content=item.content,
                     created_at=at,
+                    tool_calls=item.tool_calls,
+                    tool_responses=item.tool_responses,
                 )
                 events.append(ChatEvent(chat_id=chat_id, seq=seq, time=at, kind=EventKind.MESSAGE, message=message))
             else:
                 # As stored: the event carries the status, error and prompt; the deadline is kept on the chat.
                 change = dataclasses.replace(item, input_deadline=None)
                 events.append(ChatEvent(chat_id=chat_id, seq=seq, time=at, kind=EventKind.STATUS, status=change))
-                status, error, prompt = item.status, item.error, item.input_prompt
+                status, error, prompt, pending = item.status, item.error, item.input_prompt, item.pending_tool_calls
                 run = dataclasses.replace(run, input_deadline=item.input_deadline)
         row.events += events
         if lease_until is not None:
@@ -285,7 +289,14 @@ class MemoryStore:
         if not status.in_run:
             row.lease_holder, row.lease_expires_at = None, None
         row.chat = dataclasses.replace(
-            chat, status=status, error=error, input_prompt=prompt, last_seq=seq, updated_at=at, run=run
+            chat,
+            status=status,
+            error=error,
+            input_prompt=prompt,
+            pending_tool_calls=pending,
+            last_seq=seq,
+            updated_at=at,
+            run=run,
         )
         return StepResult(chat=row.chat, events=events)
 

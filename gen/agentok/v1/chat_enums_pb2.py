@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentok/v1/chat_enums.proto\x12\nagentok.v1\"x\n\nChatStatus\"j\n\x05Value\x12\x15\n\x11VALUE_UNSPECIFIED\x10\x00\x12\t\n\x05ready\x10\x01\x12\x0b\n\x07running\x10\x02\x12\x18\n\x14wait_for_human_input\x10\x03\x12\r\n\tcompleted\x10\x04\x12\t\n\x05\x65rror\x10\x05\"R\n\x0bMessageType\"C\n\x05Value\x12\x15\n\x11VALUE_UNSPECIFIED\x10\x00\x12\x08\n\x04user\x10\x01\x12\r\n\tassistant\x10\x02\x12\n\n\x06system\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentok/v1/chat_enums.proto\x12\nagentok.v1\"x\n\nChatStatus\"j\n\x05Value\x12\x15\n\x11VALUE_UNSPECIFIED\x10\x00\x12\t\n\x05ready\x10\x01\x12\x0b\n\x07running\x10\x02\x12\x18\n\x14wait_for_human_input\x10\x03\x12\r\n\tcompleted\x10\x04\x12\t\n\x05\x65rror\x10\x05\"\\\n\x0bMessageType\"M\n\x05Value\x12\x15\n\x11VALUE_UNSPECIFIED\x10\x00\x12\x08\n\x04user\x10\x01\x12\r\n\tassistant\x10\x02\x12\n\n\x06system\x10\x03\x12\x08\n\x04tool\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSTATUS_VALUE']._serialized_start=57
   _globals['_CHATSTATUS_VALUE']._serialized_end=163
   _globals['_MESSAGETYPE']._serialized_start=165
-  _globals['_MESSAGETYPE']._serialized_end=247
+  _globals['_MESSAGETYPE']._serialized_end=257
   _globals['_MESSAGETYPE_VALUE']._serialized_start=180
-  _globals['_MESSAGETYPE_VALUE']._serialized_end=247
+  _globals['_MESSAGETYPE_VALUE']._serialized_end=257
 # @@protoc_insertion_point(module_scope)

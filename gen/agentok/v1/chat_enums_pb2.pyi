@@ -31,8 +31,10 @@ class MessageType(_message.Message):
         user: _ClassVar[MessageType.Value]
         assistant: _ClassVar[MessageType.Value]
         system: _ClassVar[MessageType.Value]
+        tool: _ClassVar[MessageType.Value]
     VALUE_UNSPECIFIED: MessageType.Value
     user: MessageType.Value
     assistant: MessageType.Value
     system: MessageType.Value
+    tool: MessageType.Value
     def __init__(self) -> None: ...

@@ -5,10 +5,11 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -23,7 +24,7 @@ HUMAN_INPUT_TIMEOUT_ACTION_SKIP: HumanInputTimeoutAction
 HUMAN_INPUT_TIMEOUT_ACTION_END_RUN: HumanInputTimeoutAction
 
 class Chat(_message.Message):
-    __slots__ = ("id", "name", "from_type", "from_flow", "status", "error", "created_at", "updated_at", "input_prompt", "last_seq", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "input_deadline")
+    __slots__ = ("id", "name", "from_type", "from_flow", "status", "error", "created_at", "updated_at", "input_prompt", "last_seq", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "input_deadline", "pending_tool_calls")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +39,7 @@ class Chat(_message.Message):
     HUMAN_INPUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     HUMAN_INPUT_TIMEOUT_ACTION_FIELD_NUMBER: _ClassVar[int]
     INPUT_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     from_type: str
@@ -52,10 +54,11 @@ class Chat(_message.Message):
     human_input_timeout: _duration_pb2.Duration
     human_input_timeout_action: HumanInputTimeoutAction
     input_deadline: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_prompt: _Optional[str] = ..., last_seq: _Optional[int] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[HumanInputTimeoutAction, str]] = ..., input_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pending_tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_prompt: _Optional[str] = ..., last_seq: _Optional[int] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[HumanInputTimeoutAction, str]] = ..., input_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "chat_id", "seq", "type", "sender", "receiver", "content", "created_at")
+    __slots__ = ("id", "chat_id", "seq", "type", "sender", "receiver", "content", "created_at", "tool_calls", "tool_responses")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +67,8 @@ class Message(_message.Message):
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESPONSES_FIELD_NUMBER: _ClassVar[int]
     id: str
     chat_id: str
     seq: int
@@ -72,7 +77,29 @@ class Message(_message.Message):
     receiver: str
     content: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[_chat_enums_pb2.MessageType.Value, str]] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., content: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
+    tool_responses: _containers.RepeatedCompositeFieldContainer[ToolResult]
+    def __init__(self, id: _Optional[str] = ..., chat_id: _Optional[str] = ..., seq: _Optional[int] = ..., type: _Optional[_Union[_chat_enums_pb2.MessageType.Value, str]] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., content: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., tool_responses: _Optional[_Iterable[_Union[ToolResult, _Mapping]]] = ...) -> None: ...
+
+class ToolCall(_message.Message):
+    __slots__ = ("call_id", "name", "arguments")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    name: str
+    arguments: str
+    def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
+
+class ToolResult(_message.Message):
+    __slots__ = ("call_id", "content", "is_error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    content: str
+    is_error: bool
+    def __init__(self, call_id: _Optional[str] = ..., content: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
     __slots__ = ("seq", "chat_id", "time", "message_added", "status_changed", "chat_deleted", "keep_alive", "server_shutdown")
@@ -99,14 +126,16 @@ class ServerShutdown(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusChanged(_message.Message):
-    __slots__ = ("status", "error", "input_prompt")
+    __slots__ = ("status", "error", "input_prompt", "pending_tool_calls")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     INPUT_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     status: _chat_enums_pb2.ChatStatus.Value
     error: str
     input_prompt: str
-    def __init__(self, status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., input_prompt: _Optional[str] = ...) -> None: ...
+    pending_tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
+    def __init__(self, status: _Optional[_Union[_chat_enums_pb2.ChatStatus.Value, str]] = ..., error: _Optional[str] = ..., input_prompt: _Optional[str] = ..., pending_tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
 
 class ChatDeleted(_message.Message):
     __slots__ = ()

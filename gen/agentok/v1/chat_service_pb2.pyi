@@ -112,14 +112,16 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_chat_pb2.Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SendInputRequest(_message.Message):
-    __slots__ = ("chat_id", "message", "request_id")
+    __slots__ = ("chat_id", "message", "request_id", "tool_results")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     message: str
     request_id: str
-    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    tool_results: _containers.RepeatedCompositeFieldContainer[_chat_pb2.ToolResult]
+    def __init__(self, chat_id: _Optional[str] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., tool_results: _Optional[_Iterable[_Union[_chat_pb2.ToolResult, _Mapping]]] = ...) -> None: ...
 
 class CancelChatRequest(_message.Message):
     __slots__ = ("chat_id",)

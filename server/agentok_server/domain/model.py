@@ -24,6 +24,25 @@ class MessageType(enum.StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
     SYSTEM = "system"
+    TOOL = "tool"  # the results of tool calls, from the agent that ran them (AutoGen's role "tool")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call a model proposed (OpenAI's `tool_calls[]`): `arguments` is the JSON text as written."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The result of one call, as the model will see it; `is_error`: the call failed and content says why."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,8 @@ class Chat:
     updated_at: datetime
     budget: Budget
     run: RunState
+    # The client tool calls the chat waits for (status WAITING); empty when it waits for a person's text.
+    pending_tool_calls: tuple[ToolCall, ...] = ()
 
 
 class TimeoutAction(enum.StrEnum):
@@ -67,7 +88,7 @@ class RunState:
 
 @dataclass(frozen=True)
 class JournalEntry:
-    kind: str  # "say" | "llm" | "human" | "choice" | "exec"
+    kind: str  # "say" | "llm" | "human" | "choice" | "exec" | "tool" | "tool_results"
     value: str | None = None
 
 
@@ -81,6 +102,8 @@ class Message:
     receiver: str
     content: str
     created_at: datetime
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_responses: tuple[ToolResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,8 @@ class NewMessage:
     sender: str
     receiver: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_responses: tuple[ToolResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,8 @@ class StatusChange:
     input_prompt: str = ""
     # When the question times out (wait_for_human_input with a deadline); kept on the chat, not in events.
     input_deadline: datetime | None = None
+    # With WAITING: the client tool calls waited for (replacing any still pending); else they are cleared.
+    pending_tool_calls: tuple[ToolCall, ...] = ()
 
 
 class EventKind(enum.StrEnum):
@@ -128,6 +155,30 @@ class Flow:
     graph: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     created_at: datetime | None = None
+
+
+class ToolKind(enum.StrEnum):
+    HTTP = "http"  # the server POSTs each call to a URL
+    PYTHON = "python"  # the server runs Agentok Studio's Python tool in the code sandbox
+    CLIENT = "client"  # the caller's backend runs it and answers through SendInput
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function agents may call. `secrets` are the http tool's header values or the python tool's
+    variables: stored and used, never returned (transport shows their names only)."""
+
+    id: str
+    owner: str
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    kind: ToolKind
+    url: str = ""  # http
+    code: str = ""  # python
+    secrets: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class KeyScope(enum.StrEnum):

@@ -146,6 +146,7 @@ class ChatStore(Protocol):
         holder: str | None = None,
         lease_until: datetime | None = None,
         max_runs_per_owner: int | None = None,
+        at_step: int | None = None,
     ) -> StepResult | None:
         """Appends `items` (and `journal` entries) as one transaction; None when the chat is gone or the
         precondition (`require`, `run_no`, the lease `holder`) no longer holds. With `start_run` and

@@ -19,6 +19,10 @@ from ..domain.model import (
     RunState,
     StatusChange,
     TimeoutAction,
+    Tool,
+    ToolCall,
+    ToolKind,
+    ToolResult,
 )
 
 # A table object or a Core Row: both expose the columns as attributes.
@@ -54,6 +58,7 @@ def chat(row: RowLike) -> Chat:
             run_steps=row.run_steps,
             input_deadline=_maybe_utc(row.input_deadline),
         ),
+        pending_tool_calls=tool_calls(row.pending_tool_calls),
     )
 
 
@@ -67,6 +72,8 @@ def message(row: RowLike) -> Message:
         receiver=row.receiver,
         content=row.content,
         created_at=utc(row.created_at),
+        tool_calls=tool_calls(row.tool_calls),
+        tool_responses=tool_results(row.tool_responses),
     )
 
 
@@ -76,7 +83,12 @@ def message_event(row: RowLike) -> ChatEvent:
 
 
 def status_event(row: RowLike) -> ChatEvent:
-    change = StatusChange(status=ChatStatus(row.status), error=row.error, input_prompt=row.input_prompt)
+    change = StatusChange(
+        status=ChatStatus(row.status),
+        error=row.error,
+        input_prompt=row.input_prompt,
+        pending_tool_calls=tool_calls(row.pending_tool_calls),
+    )
     return ChatEvent(chat_id=row.chat_id, seq=row.seq, time=utc(row.created_at), kind=EventKind.STATUS, status=change)
 
 
@@ -106,4 +118,39 @@ def api_key(row: RowLike) -> ApiKey:
         expires_at=_maybe_utc(row.expires_at),
         last_used_at=_maybe_utc(row.last_used_at),
         revoked_at=_maybe_utc(row.revoked_at),
+    )
+
+
+def tool_calls(value: list[dict[str, Any]] | None) -> tuple[ToolCall, ...]:
+    return tuple(ToolCall(call_id=c["call_id"], name=c["name"], arguments=c["arguments"]) for c in value or ())
+
+
+def tool_results(value: list[dict[str, Any]] | None) -> tuple[ToolResult, ...]:
+    return tuple(
+        ToolResult(call_id=r["call_id"], content=r["content"], is_error=bool(r.get("is_error"))) for r in value or ()
+    )
+
+
+def tool_calls_json(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]] | None:
+    """The JSON column's value: NULL rather than [] when there are none (most messages)."""
+    return [{"call_id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls] or None
+
+
+def tool_results_json(results: tuple[ToolResult, ...]) -> list[dict[str, Any]] | None:
+    return [{"call_id": r.call_id, "content": r.content, "is_error": r.is_error} for r in results] or None
+
+
+def tool(row: RowLike) -> Tool:
+    return Tool(
+        id=row.id,
+        owner=row.owner,
+        name=row.name,
+        description=row.description,
+        parameters=dict(row.parameters),
+        kind=ToolKind(row.kind),
+        url=row.url,
+        code=row.code,
+        secrets=dict(row.secrets),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
     )

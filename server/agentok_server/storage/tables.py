@@ -53,6 +53,27 @@ class FlowRow(SQLModel, table=True):
     created_at: datetime = _time()
 
 
+class ToolRow(SQLModel, table=True):
+    """A tool. Its id is unique per owner, not globally: tenants choose ids (flows exported from Agentok Studio
+    name theirs), and a global key would tell one tenant which ids another has taken."""
+
+    __tablename__ = "tool"
+    __table_args__ = (Index("ix_tool_owner_created", "owner", "created_at", "id"),)
+
+    owner: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    kind: str
+    url: str = ""
+    code: str = ""
+    # Header values (http) or variables (python): used by the server, never returned by the API.
+    secrets: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
 class ChatRow(SQLModel, table=True):
     __tablename__ = "chat"
     __table_args__ = (
@@ -89,6 +110,8 @@ class ChatRow(SQLModel, table=True):
     # A replica whose lease lapsed can write no more steps; another one takes the run over from its journal.
     lease_holder: str | None = None
     lease_expires_at: datetime | None = _time(nullable=True)
+    # The client tool calls the chat waits for (status wait_for_human_input): [{call_id, name, arguments}].
+    pending_tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class RunStepRow(SQLModel, table=True):
@@ -134,6 +157,9 @@ class MessageRow(SQLModel, table=True):
     receiver: str
     content: str
     created_at: datetime = _time()
+    # [{call_id, name, arguments}] and [{call_id, content, is_error}]; NULL on messages without them.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    tool_responses: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class StatusEventRow(SQLModel, table=True):
@@ -147,3 +173,4 @@ class StatusEventRow(SQLModel, table=True):
     error: str = ""
     input_prompt: str = ""
     created_at: datetime = _time()
+    pending_tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -34,6 +34,7 @@ class RunQueries(Notifications):
         holder: str | None = None,
         lease_until: datetime | None = None,
         max_runs_per_owner: int | None = None,
+        at_step: int | None = None,
     ) -> StepResult | None:
         """Appends messages, status changes and run-journal entries to a chat as one transaction.
 
@@ -63,6 +64,10 @@ class RunQueries(Notifications):
             if row is None or (require is not None and ChatStatus(row.status) not in require):
                 return None
             if run_no is not None and row.run_no != run_no:
+                return None
+            # A writer that decided from what it read (which client tool calls are still pending) loses to
+            # one that wrote since.
+            if at_step is not None and row.run_steps != at_step:
                 return None
             if holder is not None and lease_until is None and row.lease_holder != holder:
                 return None
@@ -100,6 +105,8 @@ class RunQueries(Notifications):
                         "receiver": item.receiver,
                         "content": item.content,
                         "created_at": at,
+                        "tool_calls": convert.tool_calls_json(item.tool_calls),
+                        "tool_responses": convert.tool_results_json(item.tool_responses),
                     }
                     await conn.execute(MESSAGE.insert().values(**msg_row))
                     events.append(convert.message_event(MessageRow(**msg_row)))
@@ -111,6 +118,7 @@ class RunQueries(Notifications):
                         "error": item.error,
                         "input_prompt": item.input_prompt,
                         "created_at": at,
+                        "pending_tool_calls": convert.tool_calls_json(item.pending_tool_calls),
                     }
                     await conn.execute(STATUS_EVENT.insert().values(**ev_row))
                     events.append(convert.status_event(StatusEventRow(**ev_row)))
@@ -119,6 +127,7 @@ class RunQueries(Notifications):
                         error=item.error,
                         input_prompt=item.input_prompt,
                         input_deadline=item.input_deadline,
+                        pending_tool_calls=ev_row["pending_tool_calls"],
                     )
             values["last_seq"] = seq
             if lease_until is not None:
