@@ -14,8 +14,9 @@ import pytest
 from agentok_server.domain.chats import ChatService
 from agentok_server.domain.errors import InvalidArgument, ResourceExhausted
 from agentok_server.domain.events import EventHub
-from agentok_server.domain.model import Budget, ChatStatus
+from agentok_server.domain.model import Budget, ChatStatus, ToolResult
 from agentok_server.domain.runs import RunManager
+from agentok_server.engine.tool_calls import ModelReply
 from agentok_server.settings import Settings
 from agentok_server.storage.repository import Repository
 
@@ -70,12 +71,22 @@ class NoModel:
     async def complete(self, *_: object) -> str:
         raise AssertionError("no model is called in these tests")
 
+    async def propose(self, *_: object) -> ModelReply:
+        raise AssertionError("no model is called in these tests")
+
 
 class NoCode:
     """Nor does any of their agents run code."""
 
     async def run(self, *_: object) -> str:
         raise AssertionError("no code is run in these tests")
+
+
+class NoTools:
+    """Nor do they bind tools."""
+
+    async def run(self, *_: object) -> ToolResult:
+        raise AssertionError("no tool is run in these tests")
 
 
 @dataclass
@@ -102,7 +113,7 @@ async def service(repo: Repository) -> AsyncIterator[Service]:
         default_max_agent_turns=10, max_agent_turns_limit=TURN_LIMIT, max_concurrent_runs_per_owner=RUN_CAP
     )
     hub = EventHub()
-    runs = RunManager(repo, hub, NoModel(), settings, executor=NoCode())
+    runs = RunManager(repo, hub, NoModel(), settings, executor=NoCode(), tools=NoTools())
     chats = ChatService(
         repo,
         hub,

@@ -14,7 +14,7 @@ from agentok_server.domain.runs import JOURNAL_PAGE, RunManager
 from agentok_server.settings import Settings
 from agentok_server.storage.repository import Repository
 
-from .test_run_limits import ENDLESS_FLOW, NoCode, NoModel
+from .test_run_limits import ENDLESS_FLOW, NoCode, NoModel, NoTools
 
 TURNS = JOURNAL_PAGE + 200  # more than one page of journal: the rebuilt run reads it in pages
 
@@ -22,7 +22,7 @@ TURNS = JOURNAL_PAGE + 200  # more than one page of journal: the rebuilt run rea
 async def test_a_long_replay_lets_other_tasks_run_between_its_steps(repo: Repository) -> None:
     settings = Settings(default_max_agent_turns=TURNS, max_agent_turns_limit=TURNS)
     hub = EventHub()
-    first = RunManager(repo, hub, NoModel(), settings, executor=NoCode())
+    first = RunManager(repo, hub, NoModel(), settings, executor=NoCode(), tools=NoTools())
     chats = ChatService(repo, hub, first, keepalive_seconds=60, default_budget=Budget(max_agent_turns=TURNS))
     flow = await repo.insert_flow(owner="alice", name="f", graph=ENDLESS_FLOW, warnings=[])
     chat_id = (await chats.create("alice", "c", "flow", flow.id)).id
@@ -35,7 +35,7 @@ async def test_a_long_replay_lets_other_tasks_run_between_its_steps(repo: Reposi
     assert journaled > JOURNAL_PAGE
 
     # The replica comes back (same id, so it reclaims its run at once) and rebuilds the run.
-    again = RunManager(repo, hub, NoModel(), settings, executor=NoCode())
+    again = RunManager(repo, hub, NoModel(), settings, executor=NoCode(), tools=NoTools())
     (run,) = await again.take_over([chat_id])
     progress = []
     while not run.live.is_set():

@@ -12,10 +12,11 @@ from typing import Any
 from agentok_server.domain.chats import ChatService
 from agentok_server.domain.events import EventHub, Subscription
 from agentok_server.domain.idempotency import Idempotency
-from agentok_server.domain.model import Chat, ChatEvent, ChatStatus
+from agentok_server.domain.model import Chat, ChatEvent, ChatStatus, Tool, ToolCall, ToolResult
 from agentok_server.domain.runs import RunManager
 from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.llm import Endpoint
+from agentok_server.engine.tool_calls import ModelReply
 from agentok_server.settings import Settings
 
 from .api import two_agent_flow
@@ -33,20 +34,35 @@ class ScriptedModel:
     answered at once; with none queued a call waits until the test `reply()`s, so a test controls when
     a model reply arrives."""
 
-    def __init__(self, replies: Iterable[str] = ()) -> None:
+    def __init__(self, replies: Iterable[str | ModelReply] = ()) -> None:
         self.calls: list[list[dict[str, Any]]] = []
-        self._replies: asyncio.Queue[str] = asyncio.Queue()
+        # The `tools` each call offered ([] for a plain completion).
+        self.offered: list[list[dict[str, Any]]] = []
+        self._replies: asyncio.Queue[str | ModelReply] = asyncio.Queue()
         self._called = asyncio.Condition()
         for text in replies:
             self._replies.put_nowait(text)
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str:
+        reply = await self._next(messages, [])
+        assert isinstance(reply, str), f"a model offered no tools was scripted to call tools: {reply}"
+        return reply
+
+    async def propose(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        """A text reply scripted for a call that offers tools is a reply that calls none."""
+        reply = await self._next(messages, tools)
+        return reply if isinstance(reply, ModelReply) else ModelReply(reply)
+
+    async def _next(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str | ModelReply:
         self.calls.append(copy.deepcopy(messages))
+        self.offered.append(copy.deepcopy(tools))
         async with self._called:
             self._called.notify_all()
         return await self._replies.get()
 
-    def reply(self, *texts: str) -> None:
+    def reply(self, *texts: str | ModelReply) -> None:
         for text in texts:
             self._replies.put_nowait(text)
 
@@ -74,11 +90,32 @@ class ScriptedCode:
 
 
 @dataclass
+class ScriptedTools:
+    """ToolRunner: records each call and answers `results[name]` (an error result for a name it lacks)."""
+
+    results: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, ToolCall]] = field(default_factory=list)
+    # Set: each call waits for it (a test holds a call in flight); `started` is set once a call began.
+    gate: asyncio.Event | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, tool: Tool, call: ToolCall, chat_id: str) -> ToolResult:
+        self.calls.append((tool.id, call))
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if call.name not in self.results:
+            return ToolResult(call.call_id, f"Error: no scripted result for {call.name}", is_error=True)
+        return ToolResult(call.call_id, self.results[call.name])
+
+
+@dataclass
 class Services:
     store: MemoryStore
     hub: EventHub
     model: ScriptedModel
     code: ScriptedCode
+    tools: ScriptedTools
     settings: Settings
     runs: RunManager
     chats: ChatService
@@ -112,6 +149,7 @@ def make_services(
     *,
     model: ScriptedModel | None = None,
     code: ScriptedCode | None = None,
+    tools: ScriptedTools | None = None,
     hub: EventHub | None = None,
     **settings: Any,
 ) -> Services:
@@ -121,10 +159,11 @@ def make_services(
     hub = hub or EventHub()
     model = model or ScriptedModel()
     code = code or ScriptedCode()
+    tools = tools or ScriptedTools()
     config = settings_for_tests(**settings)
-    runs = RunManager(store, hub, model, config, executor=code)
+    runs = RunManager(store, hub, model, config, executor=code, tools=tools)
     chats = ChatService.from_settings(store, hub, runs, config)
-    return Services(store, hub, model, code, config, runs, chats, Idempotency(store))
+    return Services(store, hub, model, code, tools, config, runs, chats, Idempotency(store))
 
 
 async def new_chat(services: Services, graph: dict[str, Any], **budget: Any) -> str:

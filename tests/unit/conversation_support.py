@@ -14,8 +14,8 @@ from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 
+from .scripted import NoTools, first_chat
 from .scripted import agent as scripted_agent
-from .scripted import first_chat
 
 # AutoGen's prompts, word for word (conversable_agent.check_termination_and_human_reply).
 ALWAYS_PROMPT = (
@@ -68,7 +68,7 @@ def two_agent_spec(a: dict[str, Any], b: dict[str, Any], *, max_turns: int | Non
     return parse_flow(flow)
 
 
-class ScriptedIO:
+class ScriptedIO(NoTools):
     """Records what the run says and asks; answers questions from a script and fails past its end."""
 
     def __init__(self, answers: list[str] | None = None) -> None:

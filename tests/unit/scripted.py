@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from agentok_server.domain.model import NewMessage
+from agentok_server.domain.model import NewMessage, ToolCall, ToolResult
 from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.conversation import TwoAgentChat
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, FlowSpec, parse_flow
 from agentok_server.engine.replies import Replier
 from agentok_server.engine.run_io import Complete
+from agentok_server.engine.tool_calls import NO_TOOLS, ModelReply, ToolDef, ToolSet
 
 INITIALIZER: dict[str, Any] = {"id": "init", "type": "initializer", "data": {"name": "Initializer"}}
 
@@ -70,13 +71,36 @@ def flow(first: str, nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -
     }
 
 
+class NoTools:
+    """For the scripted IOs of flows that bind no tools: being asked to run one is a bug."""
+
+    async def propose(
+        self, agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        raise AssertionError(f"no model is offered tools in these flows ({agent.name} was)")
+
+    async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
+        raise AssertionError(f"no tools run in these flows ({agent.name} was asked)")
+
+
 class ScriptedIO:
     """Records every call in `log`; answers people from `answers` and random choices from `choices`, and fails
     when asked past the end of either."""
 
-    def __init__(self, answers: list[str] | None = None, choices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        answers: list[str] | None = None,
+        choices: list[str] | None = None,
+        proposals: list[ModelReply] | None = None,
+        results: dict[str, str] | None = None,
+    ) -> None:
+        """`proposals`: the replies of models offered tools; `results`: each tool's result, by function name."""
         self.answers = list(answers or [])
         self.choices = list(choices or [])
+        self.proposals = list(proposals or [])
+        self.results = dict(results or {})
+        # What each proposing model was sent: (agent name, messages, tools).
+        self.proposed: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = []
         self.messages: list[NewMessage] = []
         # For each message: whether the run called it an agent turn (what the turn budget counts).
         self.agent_turns: list[bool] = []
@@ -108,6 +132,20 @@ class ScriptedIO:
 
     async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
         raise AssertionError("no agent of these flows executes code")
+
+    async def propose(
+        self, agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        self.proposed.append((agent.name, copy.deepcopy(messages), copy.deepcopy(tools)))
+        if not self.proposals:
+            pytest.fail(f"a model offered tools was called more times than scripted, by {agent.name}: {messages}")
+        reply = self.proposals.pop(0)
+        self.log.append(("propose", agent.name, reply))
+        return reply
+
+    async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
+        self.log.append(("tools", agent.name, [(c.name, c.arguments) for c, _ in calls]))
+        return [ToolResult(c.call_id, self.results[c.name]) for c, _ in calls]
 
     def said(self) -> list[tuple[str, str]]:
         return [(m.sender, m.content) for m in self.messages]
@@ -149,16 +187,22 @@ async def run(
     answers: list[str] | None = None,
     choices: list[str] | None = None,
     replies: list[str] | None = None,
+    proposals: list[ModelReply] | None = None,
+    tools: dict[str, ToolDef] | None = None,
+    results: dict[str, str] | None = None,
 ) -> Run:
-    """Parses and runs a flow; every scripted answer, choice and model reply must be used."""
+    """Parses and runs a flow; every scripted answer, choice, model reply and proposal must be used. `tools`:
+    the definitions of the tool ids the flow binds."""
     spec = parse_flow(graph)
-    io = ScriptedIO(answers, choices)
+    io = ScriptedIO(answers, choices, proposals, results)
     model = ScriptedModel(list(replies or []), log=io.log)
-    reason = await run_flow(spec, first, io, model)
+    toolset = ToolSet.build(spec.tools, tools) if tools else NO_TOOLS
+    reason = await run_flow(spec, first, io, model, toolset)
     assert isinstance(reason, str) and reason.strip(), "a run must say why it ended"
     assert io.answers == [], f"scripted answers left unused: {io.answers}"
     assert io.choices == [], f"scripted choices left unused: {io.choices}"
     assert model.replies == [], f"scripted model replies left unused: {model.replies}"
+    assert io.proposals == [], f"scripted proposals left unused: {io.proposals}"
     return Run(spec, io, model, reason)
 
 

@@ -22,6 +22,7 @@ from .conversation_support import (
     run_chat,
     two_agent_spec,
 )
+from .scripted import NoTools
 
 # --------------------------------------------------------------------------------------------------
 # the model's view and message types
@@ -153,7 +154,7 @@ async def test_model_view_names_are_safe_for_openai() -> None:
     }
     conversation = first_chat(parse_flow(flow), complete)
 
-    class _IO:
+    class _IO(NoTools):
         async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
             pass
 

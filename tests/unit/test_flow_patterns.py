@@ -301,10 +301,16 @@ def test_nested_chat_without_message_after_the_first_is_warned_about() -> None:
     assert "edge 'n-r'" in warning and "skipped" in warning
 
 
+def test_an_empty_nested_chat_is_ignored_with_a_warning() -> None:
+    """As Agentok Studio registers an empty queue (real flow 08 has such a node): the host replies on its own."""
+    spec = parse_flow(nested_flow())
+    assert spec.nested == {}
+    assert any("nested chat node 'n' (Nested Chat) has no chats and is ignored" in w for w in spec.warnings)
+
+
 @pytest.mark.parametrize(
     ("graph", "field", "phrases"),
     [
-        (nested_flow(), "flow.nodes[3]", ["nested chat node 'n' (Nested Chat) has no chats"]),
         (
             nested_flow(converse("n", "c"), converse("u", "n")),
             "flow.nodes[3]",
@@ -332,7 +338,7 @@ def test_nested_chat_without_message_after_the_first_is_warned_about() -> None:
             ["'x' hosts nested chats but takes part in no chat"],
         ),
     ],
-    ids=["no-chats", "two-upstream", "no-upstream", "to-initializer", "nested-in-nested", "two-nodes", "idle-host"],
+    ids=["two-upstream", "no-upstream", "to-initializer", "nested-in-nested", "two-nodes", "idle-host"],
 )
 def test_nested_rejected(graph: dict[str, Any], field: str, phrases: list[str]) -> None:
     got_field, description = rejected(graph)

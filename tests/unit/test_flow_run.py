@@ -13,7 +13,7 @@ from agentok_server.engine.code_execution import CodeBlock
 from agentok_server.engine.flow_run import run_flow
 from agentok_server.engine.flow_spec import AgentSpec, parse_flow
 
-from .scripted import ScriptedIO, ScriptedModel, agent, converse, first_chat, flow, group, nested, run
+from .scripted import NoTools, ScriptedIO, ScriptedModel, agent, converse, first_chat, flow, group, nested, run
 
 # --------------------------------------------------------------------------------------------------
 # a single two-agent chat: the same as that chat alone
@@ -117,7 +117,7 @@ async def test_same_inputs_same_run() -> None:
     assert len(first.io.log) == len(EXPECTED) + 7
 
 
-class JournalIO:
+class JournalIO(NoTools):
     """Like the domain's run: serves recorded results from a journal while it lasts (storing nothing said
     again), then goes on live with the script."""
 

@@ -207,16 +207,35 @@ def test_two_agents_with_same_name() -> None:
     assert "both named 'Twin'" in description
 
 
-def test_tools_on_any_edge_rejected() -> None:
-    flow = minimal_flow(edge_data={"tools": [1]})
-    assert violation(rejected(flow))[0] == "flow.edges[1].data.tools"
+def test_edge_tools_bind_numbers_and_strings() -> None:
+    spec = parse_flow(minimal_flow(edge_data={"tools": [1, "search-v2"]}))
+    assert [(b.tool_id, b.caller, b.executor) for b in spec.tools] == [("1", "b", "a"), ("search-v2", "b", "a")]
     # An empty tool list binds nothing.
-    assert parse_flow(minimal_flow(edge_data={"tools": []})).chat.recipient == "b"
+    assert parse_flow(minimal_flow(edge_data={"tools": []})).tools == ()
+
+
+@pytest.mark.parametrize(
+    ("tools", "field", "phrase"),
+    [
+        (7, "flow.edges[1].data.tools", "must be a list of tool ids"),
+        ([True], "flow.edges[1].data.tools[0]", "must be a number or a string"),
+        ([{"id": 1}], "flow.edges[1].data.tools[0]", "must be a number or a string"),
+        (["a b"], "flow.edges[1].data.tools[0]", "is not 1-64 of"),
+        (["x" * 65], "flow.edges[1].data.tools[0]", "is not 1-64 of"),
+    ],
+    ids=["not-a-list", "bool", "object", "space", "too-long"],
+)
+def test_malformed_edge_tools_rejected(tools: Any, field: str, phrase: str) -> None:
+    got_field, description = violation(rejected(minimal_flow(edge_data={"tools": tools})))
+    assert got_field == field
+    assert phrase in description
 
 
 def test_node_level_tools_are_ui_state_only() -> None:
     flow = minimal_flow(agent_node("a", "user", tools={"execution": [172278707085517]}))
-    assert parse_flow(flow).warnings == []
+    spec = parse_flow(flow)
+    assert spec.tools == ()
+    assert len(spec.warnings) == 1 and "node-level tools are Agentok Studio's UI state" in spec.warnings[0]
 
 
 @pytest.mark.parametrize("data", ["User", ["User"]], ids=["str", "list"])

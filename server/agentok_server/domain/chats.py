@@ -7,12 +7,12 @@ wait_for_human_input --SendInput--> running --(run ends)--> completed | error
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from ..engine.flow_spec import FlowSpec
 from ..settings import Settings
-from . import paging
+from . import paging, tool_steps
 from .errors import (
     Aborted,
     FailedPrecondition,
@@ -23,7 +23,7 @@ from .errors import (
     too_many_runs,
 )
 from .events import EventHub
-from .flow_rules import parse_runnable
+from .flow_rules import parse_runnable, resolve_tools
 from .limits import check_id
 from .model import (
     Budget,
@@ -37,8 +37,10 @@ from .model import (
     NewMessage,
     StatusChange,
     TimeoutAction,
+    Tool,
+    ToolResult,
 )
-from .ports import ChatsAndFlows, RunLimitReached
+from .ports import ChatsAndFlows, RunLimitReached, StepResult
 from .runs import IN_RUN, SYSTEM, RunManager
 from .text import check_text, is_clean_text
 
@@ -177,13 +179,18 @@ class ChatService:
             [ChatEvent(chat_id=chat_id, seq=chat.last_seq + 1, time=datetime.now(UTC), kind=EventKind.DELETED)]
         )
 
-    async def _spec(self, chat_id: str) -> FlowSpec:
+    async def _runnable(self, owner: str, chat_id: str) -> tuple[FlowSpec, dict[str, Tool]]:
+        """The chat's flow and the tools it binds, as a run needs them; FAILED_PRECONDITION when either no
+        longer does (a setting changed, a tool was deleted since)."""
         graph = await self._repo.get_chat_graph(chat_id)
         try:
-            return parse_runnable(graph, code_execution=self._runs.code_execution)
+            spec = parse_runnable(graph, code_execution=self._runs.code_execution)
+            return spec, await resolve_tools(spec, owner, self._repo)
         except InvalidArgument as exc:
             raise FailedPrecondition(
-                f"the chat's flow can no longer run: {exc.message}", reason="FLOW_NOT_RUNNABLE"
+                f"the chat's flow can no longer run: {exc.message}",
+                reason="FLOW_NOT_RUNNABLE",
+                metadata=exc.metadata,
             ) from None
 
     async def send_message(self, owner: str, chat_id: str, text: str) -> tuple[Chat, Message]:
@@ -192,7 +199,7 @@ class ChatService:
         check_text("message", text)
         chat = await self._get(owner, chat_id)
         self._check_startable(chat)
-        spec = await self._spec(chat_id)
+        spec, tools = await self._runnable(owner, chat_id)
         initiator, recipient = spec.agent(spec.chat.initiator), spec.agent(spec.chat.recipient)
         first = NewMessage(type=MessageType.USER, sender=initiator.name, receiver=recipient.name, content=text)
         for _ in range(START_ATTEMPTS):
@@ -223,7 +230,7 @@ class ChatService:
                 metadata={"chat_id": chat_id},
             )
         self._hub.publish(result.events)
-        self._runs.start(result.chat, spec)
+        self._runs.start(result.chat, spec, tools=tools)
         message = result.events[-1].message
         assert message is not None
         return result.chat, message
@@ -243,33 +250,89 @@ class ChatService:
                 metadata={"chat_id": chat.id, "status": chat.status.value},
             )
 
-    async def send_input(self, owner: str, chat_id: str, answer: str | None) -> Chat:
+    async def send_input(
+        self, owner: str, chat_id: str, answer: str | None, tool_results: Sequence[ToolResult] = ()
+    ) -> Chat:
+        if tool_results:
+            if answer is not None:
+                raise invalid_field("message", "must be absent when tool_results is set: send one or the other")
+            return await self._send_tool_results(owner, chat_id, tool_results)
         if answer is None:
             raise invalid_field("message", 'is required (send "" to skip, "exit" to end the conversation)')
         check_text("message", answer)
         chat = await self._get(owner, chat_id)
-        if chat.status is not ChatStatus.WAITING:
+        self._check_waiting(chat)
+        if chat.pending_tool_calls:
             raise FailedPrecondition(
-                f"the chat is not waiting for human input (status: {chat.status.value})",
-                reason="CHAT_NOT_WAITING",
-                metadata={"chat_id": chat_id, "status": chat.status.value},
+                "the chat waits for the results of client tool calls (pending_tool_calls), not a person's "
+                "text: send them as tool_results",
+                reason="CHAT_WAITING_FOR_TOOL_RESULTS",
+                metadata={"chat_id": chat_id},
             )
         # The answer is journaled with the status change: after a restart, the run replays it.
+        entry = JournalEntry("human", answer)
         result = await self._repo.apply_step(
             chat_id,
             [StatusChange(ChatStatus.RUNNING)],
             require=[ChatStatus.WAITING],
             owner=owner,
-            journal=[JournalEntry("human", answer)],
+            journal=[entry],
             run_no=chat.run.run_no,
         )
         if result is None:
             raise FailedPrecondition("the chat is no longer waiting for human input", reason="CHAT_NOT_WAITING")
+        return self._answered(chat_id, result, entry)
+
+    async def _send_tool_results(self, owner: str, chat_id: str, results: Sequence[ToolResult]) -> Chat:
+        for _ in range(START_ATTEMPTS):
+            chat = await self._get(owner, chat_id)
+            still_open = tool_steps.answer_pending(chat.pending_tool_calls, results)
+            if still_open:
+                # Some calls answered: the chat keeps waiting for the others, under the same deadline.
+                prompt = tool_steps.waiting_prompt(still_open)
+                change = StatusChange(
+                    ChatStatus.WAITING,
+                    input_prompt=prompt,
+                    input_deadline=chat.run.input_deadline,
+                    pending_tool_calls=still_open,
+                )
+            else:
+                change = StatusChange(ChatStatus.RUNNING)
+            entry = JournalEntry(tool_steps.CLIENT_RESULTS, tool_steps.encode_results(results))
+            # Only on the journal it was decided from: two clients answering different calls at once must not
+            # both leave the chat waiting for what the other answered.
+            result = await self._repo.apply_step(
+                chat_id,
+                [change],
+                require=[ChatStatus.WAITING],
+                owner=owner,
+                journal=[entry],
+                run_no=chat.run.run_no,
+                at_step=chat.run.run_steps,
+            )
+            if result is not None:
+                return self._answered(chat_id, result, entry)
+        raise Aborted(
+            "the chat kept changing while the tool results were being sent; send them again",
+            reason="CHAT_CHANGED",
+            metadata={"chat_id": chat_id},
+        )
+
+    def _answered(self, chat_id: str, result: StepResult, entry: JournalEntry) -> Chat:
         self._hub.publish(result.events)
         # The run may live on another replica: it reads the answer from the journal when told of the change
         # (or, with no replica holding it, whoever takes it over replays it).
-        self._runs.deliver_input(chat_id, answer)
+        self._runs.deliver_input(chat_id, entry)
         return result.chat
+
+    @staticmethod
+    def _check_waiting(chat: Chat) -> None:
+        if chat.status is not ChatStatus.WAITING:
+            raise FailedPrecondition(
+                f"the chat is not waiting for human input (status: {chat.status.value})",
+                reason="CHAT_NOT_WAITING",
+                metadata={"chat_id": chat.id, "status": chat.status.value},
+            )
 
     async def cancel(self, owner: str, chat_id: str) -> Chat:
         """Stops the run, mid model call too; the chat is ready again, with a message recording why."""

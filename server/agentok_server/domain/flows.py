@@ -6,15 +6,15 @@ import copy
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from ..engine.egress import EgressPolicy, EgressRefused
 from . import paging
 from .errors import flow_not_found, invalid_field
-from .flow_rules import check_size, parse_runnable
+from .flow_rules import check_size, parse_runnable, resolve_tools
 from .limits import check_id
-from .model import Flow
-from .ports import FlowStore
+from .model import Flow, ToolKind
+from .ports import FlowStore, ToolLookup
 from .text import check_json_text, check_text, is_clean_text
 
 
@@ -27,8 +27,12 @@ def public_graph(graph: dict[str, Any]) -> dict[str, Any]:
     return graph
 
 
+class FlowsAndTools(FlowStore, ToolLookup, Protocol):
+    pass
+
+
 class FlowService:
-    def __init__(self, repo: FlowStore, *, egress: EgressPolicy, code_execution: bool = False) -> None:
+    def __init__(self, repo: FlowsAndTools, *, egress: EgressPolicy, code_execution: bool = False) -> None:
         self._repo = repo
         self._egress = egress
         self._code_execution = code_execution
@@ -39,6 +43,14 @@ class FlowService:
         check_finite_numbers("flow", graph)
         spec = parse_runnable(graph, code_execution=self._code_execution)
         check_json_text("flow", graph)
+        tools = await resolve_tools(spec, owner, self._repo)
+        if not self._code_execution:
+            spec.warnings.extend(
+                f"tool {tool.id!r} ({tool.name}) is a python tool and this server does not run code "
+                "(AGENTOK_CODE_EXECUTION_ENABLED is off): its calls get an error result"
+                for tool in tools.values()
+                if tool.kind is ToolKind.PYTHON
+            )
         if spec.llm.base_url is not None:
             # Refused here, before it is stored; a run checks it again at every call (DNS may change).
             try:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .errors import DomainError
-from .flow_rules import parse_runnable
+from .flow_rules import parse_runnable, resolve_tools
 from .model import ChatStatus, JournalEntry
 from .run_task import Run, RunContext
 
@@ -87,11 +87,13 @@ class LeaseKeeper:
             try:
                 graph = await self._store.get_chat_graph(chat.id)
                 spec = parse_runnable(graph, code_execution=self._settings.code_execution_enabled)
+                tools = await resolve_tools(spec, chat.owner, self._store)
             except DomainError as err:
                 await self._ctx.end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue
             log.info("chat %s: resuming its run (run %d) from its journal", chat.id, chat.run.run_no)
-            started.append(self._runs.start(chat, spec, await self._journal(chat.id, chat.run.run_no)))
+            journal = await self._journal(chat.id, chat.run.run_no)
+            started.append(self._runs.start(chat, spec, journal, tools))
         return started
 
     async def _journal(self, chat_id: str, run_no: int) -> list[JournalEntry]:

@@ -10,10 +10,11 @@ it goes on live. A model call that was in flight when the server died is simply 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,9 @@ from ..engine.code_execution import CodeBlock
 from ..engine.flow_run import run_flow
 from ..engine.flow_spec import AgentSpec, FlowSpec
 from ..engine.llm import Endpoint, LlmError, resolve_endpoint
+from ..engine.tool_calls import ModelReply, ToolDef, ToolSet
 from ..settings import Settings
+from . import tool_steps
 from .events import EventHub
 from .model import (
     Chat,
@@ -32,8 +35,12 @@ from .model import (
     NewMessage,
     StatusChange,
     TimeoutAction,
+    Tool,
+    ToolCall,
+    ToolKind,
+    ToolResult,
 )
-from .ports import CodeRunner, ModelClient, RunStore, StepItem
+from .ports import CodeRunner, ModelClient, RunStore, StepItem, ToolRunner
 from .text import storable
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,12 @@ _STEP = {
     "exec": "ran code",
     "human": "asked a person",
     "choice": "chose a speaker at random",
+    tool_steps.PROPOSE: "called the model with tools",
+    tool_steps.SERVER_RESULTS: "ran tools",
+    tool_steps.CLIENT_RESULTS: "got a client's tool results",
 }
+# The journal entries an answer to a chat's question can be (SendInput writes them).
+ANSWERS = ("human", tool_steps.CLIENT_RESULTS)
 REPLAY_HINT = (
     "the server's settings (e.g. AGENTOK_CODE_EXECUTION_ENABLED) or version changed since the run started; "
     "send a new message to start a new run"
@@ -77,6 +89,7 @@ class RunContext:
     hub: EventHub
     llm: ModelClient
     executor: CodeRunner
+    tools: ToolRunner
     settings: Settings
 
     @property
@@ -101,7 +114,15 @@ class Run:
     """Live, it journals every nondeterministic result; resuming, it serves them from the journal until the
     journal runs out."""
 
-    def __init__(self, ctx: RunContext, chat: Chat, spec: FlowSpec, journal: list[JournalEntry]) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        chat: Chat,
+        spec: FlowSpec,
+        journal: list[JournalEntry],
+        tools: Mapping[str, Tool] | None = None,
+    ) -> None:
+        """`tools`: the definitions of every tool id the flow binds (flow_rules.resolve_tools)."""
         self._ctx = ctx
         self.chat_id = chat.id
         self.run_no = chat.run.run_no
@@ -124,8 +145,15 @@ class Run:
             self.live.set()
         # A question pending when the server stopped is already on the chat: don't ask it twice.
         self._pending = (chat.input_prompt, chat.run.input_deadline) if chat.status is ChatStatus.WAITING else None
-        self._answer: asyncio.Future[str] | None = None
+        self._answer: asyncio.Future[JournalEntry] | None = None
+        self._deadline: datetime | None = None  # the pending question's
         self._endpoint: Endpoint | None = None
+        self._tools = dict(tools or {})
+        defs = {i: ToolDef(t.id, t.name, t.description, t.parameters) for i, t in self._tools.items()}
+        self._toolset = ToolSet.build(spec.tools, defs)
+        # Journal entries to write with the run's next step: tool results go with the message that carries
+        # them, so a stored result is never run again and a result is never stored without its message.
+        self._carry: list[JournalEntry] = []
 
     # -- the person's answer ------------------------------------------------------------------------------
 
@@ -133,7 +161,8 @@ class Run:
     def is_waiting(self) -> bool:
         return self._answer is not None and not self._answer.done()
 
-    def deliver(self, answer: str) -> None:
+    def deliver(self, answer: JournalEntry) -> None:
+        """The answer's journal entry (a person's text, or a client's tool results), as SendInput stored it."""
         future, self._answer = self._answer, None
         if future is not None and not future.done():
             future.set_result(answer)
@@ -142,9 +171,9 @@ class Run:
         """An answer stored by another replica (or before this run was rebuilt): take it from the journal."""
         if not self.is_waiting:
             return
-        entries = await self._ctx.store.journal(self.chat_id, self.run_no, after_step=self.steps)
-        if entries and entries[0].kind == "human":
-            self.deliver(entries[0].value or "")
+        entries = await self._ctx.store.journal(self.chat_id, self.run_no, after_step=self.steps, limit=1)
+        if entries and entries[0].kind in ANSWERS:
+            self.deliver(entries[0])
 
     # -- the task -----------------------------------------------------------------------------------------
 
@@ -152,7 +181,7 @@ class Run:
         """The run from its first message to its end; every way it can end is stored on the chat."""
         ctx, chat_id = self._ctx, self.chat_id
         try:
-            reason = await run_flow(self._spec, self.first_message, self, self.complete)
+            reason = await run_flow(self._spec, self.first_message, self, self.complete, self._toolset)
             if self.replay:
                 raise ReplayMismatch(f"the run now ends before the point it had reached: {REPLAY_HINT}")
             log.info("chat %s completed: %s", chat_id, reason)
@@ -206,6 +235,7 @@ class Run:
         journal: Sequence[JournalEntry] = (),
         require: list[ChatStatus] | None = None,
     ) -> None:
+        journal, self._carry = [*self._carry, *journal], []
         result = await self._ctx.store.apply_step(
             self.chat_id,
             items,
@@ -231,19 +261,76 @@ class Run:
             return
         await self._step([message], journal=[JournalEntry("say")])
 
-    async def complete(self, agent: AgentSpec, messages: list[dict[str, Any]]) -> str:
-        entry = await self._replayed("llm")
-        if entry is not None:
-            return entry.value or ""
+    def _model(self) -> Endpoint:
         if self._endpoint is None:
             s = self._ctx.settings
             self._endpoint = resolve_endpoint(
                 self._spec.llm, base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key
             )
+        return self._endpoint
+
+    async def complete(self, agent: AgentSpec, messages: list[dict[str, Any]]) -> str:
+        entry = await self._replayed("llm")
+        if entry is not None:
+            return entry.value or ""
         # Replaced before it is journaled, so a replay feeds the engine exactly what the live run saw.
-        text = storable(await self._ctx.llm.complete(self._endpoint, messages))
+        text = storable(await self._ctx.llm.complete(self._model(), messages))
         await self._step([], journal=[JournalEntry("llm", text)])
         return text
+
+    async def propose(
+        self, agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        entry = await self._replayed(tool_steps.PROPOSE)
+        if entry is not None:
+            return tool_steps.decode_reply(entry.value)
+        reply = tool_steps.storable_reply(await self._ctx.llm.propose(self._model(), messages, tools))
+        # Journaled before any call runs: a call made again after a restart keeps its call_id.
+        await self._step([], journal=[JournalEntry(tool_steps.PROPOSE, tool_steps.encode_reply(reply))])
+        return reply
+
+    async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
+        by_client = [c for c, t in calls if self._tools[t.id].kind is ToolKind.CLIENT]
+        by_server = [(c, self._tools[t.id]) for c, t in calls if self._tools[t.id].kind is not ToolKind.CLIENT]
+        results: dict[str, ToolResult] = {}
+        if by_server:
+            entry = await self._replayed(tool_steps.SERVER_RESULTS)
+            if entry is not None:
+                ran = tool_steps.decode_results(entry.value)
+            else:
+                # At least once: a call in flight when the process dies is made again, with the same call_id
+                # (and Idempotency-Key); a call whose result is stored never is.
+                outcomes = await asyncio.gather(*(self._ctx.tools.run(t, c, self.chat_id) for c, t in by_server))
+                ran = tool_steps.storable_results(outcomes)
+                self._carry.append(JournalEntry(tool_steps.SERVER_RESULTS, tool_steps.encode_results(ran)))
+            results.update((r.call_id, r) for r in ran)
+        if by_client:
+            results.update(await self._client_results(by_client))
+        return [results[c.call_id] for c, _ in calls]
+
+    async def _client_results(self, calls: list[ToolCall]) -> dict[str, ToolResult]:
+        """The results of client tools, as the caller's backend sends them (SendInput, any subset at a time):
+        from the journal while replaying, then by waiting with the calls still open on the chat."""
+        got: dict[str, ToolResult] = {}
+        while len(got) < len(calls):
+            entry = await self._replayed(tool_steps.CLIENT_RESULTS)
+            if entry is None:
+                break
+            got.update((r.call_id, r) for r in tool_steps.decode_results(entry.value))
+        while open_calls := [c for c in calls if c.call_id not in got]:
+            prompt = tool_steps.waiting_prompt(open_calls)
+            timeout = self._budget.input_timeout_seconds
+            skipped = [ToolResult(c.call_id, f"Error: no result within {timeout:g} seconds", True) for c in open_calls]
+            entry = await self._wait(
+                prompt,
+                StatusChange(ChatStatus.WAITING, input_prompt=prompt, pending_tool_calls=tuple(open_calls)),
+                JournalEntry(tool_steps.CLIENT_RESULTS, tool_steps.encode_results(skipped)),
+            )
+            got.update((r.call_id, r) for r in tool_steps.decode_results(entry.value))
+            if still_open := [c for c in calls if c.call_id not in got]:
+                # A partial answer: SendInput left the chat waiting for the rest, under the same deadline.
+                self._pending = (tool_steps.waiting_prompt(still_open), self._deadline)
+        return got
 
     async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str:
         entry = await self._replayed("exec")
@@ -265,8 +352,16 @@ class Run:
         entry = await self._replayed("human")
         if entry is not None:
             return entry.value or ""
+        question = StatusChange(ChatStatus.WAITING, input_prompt=prompt)
+        answer = await self._wait(prompt, question, JournalEntry("human", ""))
+        return answer.value or ""
+
+    async def _wait(self, prompt: str, question: StatusChange, skip: JournalEntry) -> JournalEntry:
+        """Asks `question` (unless it is the one pending on the chat since before this run was rebuilt) and
+        waits for its answer's journal entry, or the chat's timeout: then `skip` is the answer, or the run
+        ends, as the chat's timeout action says."""
         self.live.set()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[JournalEntry] = asyncio.get_running_loop().create_future()
         self._answer = future
         if self._pending is not None and self._pending[0] == prompt:
             deadline = self._pending[1]
@@ -276,7 +371,8 @@ class Run:
         else:
             timeout = self._budget.input_timeout_seconds
             deadline = datetime.now(UTC) + timedelta(seconds=timeout) if timeout else None
-            await self._step([StatusChange(ChatStatus.WAITING, input_prompt=prompt, input_deadline=deadline)])
+            await self._step([dataclasses.replace(question, input_deadline=deadline)])
+        self._deadline = deadline
         if deadline is None:
             answer = await future
         else:
@@ -284,11 +380,13 @@ class Run:
                 remaining = max(0.0, (deadline - datetime.now(UTC)).total_seconds())
                 answer = await asyncio.wait_for(asyncio.shield(future), remaining)
             except TimeoutError:
-                answer = await self._timed_out(future)
+                answer = await self._timed_out(future, skip)
         self.steps += 1  # the answer's journal entry, written by SendInput or by the timeout
+        if answer.kind != skip.kind:
+            raise ReplayMismatch(f"the answer is not what the run waits for: {REPLAY_HINT}")
         return answer
 
-    async def _timed_out(self, future: asyncio.Future[str]) -> str:
+    async def _timed_out(self, future: asyncio.Future[JournalEntry], skip: JournalEntry) -> JournalEntry:
         seconds = self._budget.input_timeout_seconds
         ending = self._budget.input_timeout_action is TimeoutAction.END
         if ending:
@@ -297,8 +395,9 @@ class Run:
             journal: list[JournalEntry] = []
             self.finishing = True
         else:
-            note = f"Nobody answered within {seconds:g} seconds: the empty reply was used."
-            items, journal = [system_message(note), StatusChange(ChatStatus.RUNNING)], [JournalEntry("human", "")]
+            used = "the empty reply was used" if skip.kind == "human" else "the open tool calls failed"
+            note = f"Nobody answered within {seconds:g} seconds: {used}."
+            items, journal = [system_message(note), StatusChange(ChatStatus.RUNNING)], [skip]
         result = await self._ctx.store.apply_step(
             self.chat_id,
             items,
@@ -314,4 +413,4 @@ class Run:
         self._ctx.hub.publish(result.events)
         if ending:
             raise RunGone(self.chat_id)
-        return ""
+        return skip

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..engine.flow_spec import FlowSpec
 from ..settings import Settings
 from .events import EventHub
-from .model import Chat, ChatStatus, JournalEntry
-from .ports import CodeRunner, ModelClient, RunStore
+from .model import Chat, ChatStatus, JournalEntry, Tool
+from .ports import CodeRunner, ModelClient, RunStore, ToolRunner
 from .run_leases import JOURNAL_PAGE, LeaseKeeper
 from .run_task import IN_RUN, SYSTEM, Run, RunContext
 
@@ -24,9 +24,16 @@ log = logging.getLogger(__name__)
 
 class RunManager:
     def __init__(
-        self, repo: RunStore, hub: EventHub, llm: ModelClient, settings: Settings, *, executor: CodeRunner
+        self,
+        repo: RunStore,
+        hub: EventHub,
+        llm: ModelClient,
+        settings: Settings,
+        *,
+        executor: CodeRunner,
+        tools: ToolRunner,
     ) -> None:
-        self._ctx = RunContext(store=repo, hub=hub, llm=llm, executor=executor, settings=settings)
+        self._ctx = RunContext(store=repo, hub=hub, llm=llm, executor=executor, tools=tools, settings=settings)
         self.replica_id = repo.replica_id
         self.code_execution = settings.code_execution_enabled
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -36,8 +43,15 @@ class RunManager:
 
     # -- the registry -------------------------------------------------------------------------------------
 
-    def start(self, chat: Chat, spec: FlowSpec, journal: list[JournalEntry] | None = None) -> Run:
-        run = Run(self._ctx, chat, spec, journal or [])
+    def start(
+        self,
+        chat: Chat,
+        spec: FlowSpec,
+        journal: list[JournalEntry] | None = None,
+        tools: Mapping[str, Tool] | None = None,
+    ) -> Run:
+        """`tools`: the definitions of the tools the flow binds (flow_rules.resolve_tools)."""
+        run = Run(self._ctx, chat, spec, journal or [], tools)
         task = asyncio.create_task(run.execute(), name=f"run-{chat.id}")
         self._tasks[chat.id] = task
         self._runs[chat.id] = run
@@ -66,7 +80,7 @@ class RunManager:
         run = self._runs.get(chat_id)
         return run is not None and run.is_waiting
 
-    def deliver_input(self, chat_id: str, answer: str) -> None:
+    def deliver_input(self, chat_id: str, answer: JournalEntry) -> None:
         run = self._runs.get(chat_id)
         if run is not None:
             run.deliver(answer)

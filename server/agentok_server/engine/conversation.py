@@ -87,7 +87,5 @@ class TwoAgentChat:
         return await self._replier.reply(agent, sender, self.state.history, self.state.auto_replies, io)
 
     async def _say(self, sender: AgentSpec, receiver: AgentSpec, reply: Reply, io: RunIO) -> None:
-        self.state.history.append(Said(sender.node_id, sender.name, reply.content))
-        await io.say(
-            new_message(sender, receiver.name, reply.content, by_human=reply.by_human), agent_turn=not reply.by_human
-        )
+        self.state.history.append(reply.said_by(sender))
+        await io.say(reply.message(sender, receiver.name), agent_turn=not reply.by_human)

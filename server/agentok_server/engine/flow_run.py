@@ -18,17 +18,22 @@ from .nested import NestedChats
 from .replies import Replier, Said
 from .run_io import Complete, FlowIO, RunIO
 from .sequential import run_sequential
+from .tool_calls import NO_TOOLS, ToolSet
 
 
-async def run_flow(spec: FlowSpec, first_message: str, io: FlowIO, complete: Complete) -> str:
-    """Runs the flow after its first message (already stored); returns why the run ended."""
-    return await FlowRun(spec, complete).run(first_message, io)
+async def run_flow(
+    spec: FlowSpec, first_message: str, io: FlowIO, complete: Complete, tools: ToolSet = NO_TOOLS
+) -> str:
+    """Runs the flow after its first message (already stored); returns why the run ended. `tools`: the
+    definitions of the tools the flow binds."""
+    return await FlowRun(spec, complete, tools).run(first_message, io)
 
 
 class FlowRun:
-    def __init__(self, spec: FlowSpec, complete: Complete) -> None:
+    def __init__(self, spec: FlowSpec, complete: Complete, tools: ToolSet = NO_TOOLS) -> None:
         self.spec = spec
-        self._replier = Replier(complete)
+        self._tools = tools
+        self._replier = Replier(complete, tools=tools)
         self._runner = ChatRunner(spec, complete, self._replier)
         self._nested = NestedChats(self._runner)
         if spec.nested:
@@ -42,7 +47,7 @@ class FlowRun:
 
     async def _host_reply(self, first_message: str, io: RunIO) -> str:
         host = self.spec.agent(self.spec.initiator)
-        replier = Replier(self._complete, _FirstMessageStored(self._nested))
+        replier = Replier(self._complete, _FirstMessageStored(self._nested), self._tools)
         reply, why = await replier.reply(host, None, [Said("", "", first_message)], {}, io)
         if reply is None:
             return why

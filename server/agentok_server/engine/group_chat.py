@@ -86,6 +86,10 @@ class GroupChat:
                 return f"termination message received by {MANAGER_NAME!r}"
             if round_no == group.max_round:
                 return f"maximum rounds ({group.max_round}) reached"
+            eligible = self._can_run(message) if message.tool_calls else None
+            if eligible == []:
+                names = ", ".join(dict.fromkeys(c.name for c in message.tool_calls))
+                return f"no agent can execute the function {names}"
             speaker = await select_speaker(
                 group.speaker_selection,
                 self.members,
@@ -94,18 +98,24 @@ class GroupChat:
                 complete=self._complete,
                 manager=manager,
                 messages=self.rounds,
+                eligible=eligible,
             )
             held = self.held[speaker.node_id]
             reply, why = await self._replier.reply(speaker, manager, held, self.auto_replies, io)
             if reply is None:
                 return f"no reply from {speaker.name!r}: {why}"
-            message = Said(speaker.node_id, speaker.name, reply.content)
+            message = reply.said_by(speaker)
             held.append(message)
-            await io.say(
-                new_message(speaker, MANAGER_NAME, reply.content, by_human=reply.by_human),
-                agent_turn=not reply.by_human,
-            )
+            await io.say(reply.message(speaker, MANAGER_NAME), agent_turn=not reply.by_human)
         return f"maximum rounds ({group.max_round}) reached"
+
+    def _can_run(self, message: Said) -> list[AgentSpec]:
+        """AutoGen's func_call_filter: the members that run every function the message calls, else those that
+        run any function at all (docs/autogen-semantics.md §8)."""
+        tools = self._replier.tools
+        names = {c.name for c in message.tool_calls}
+        able = [m for m in self.members if all(tools.runs(m.node_id, n) for n in names)]
+        return able or [m for m in self.members if tools.functions.get(m.node_id)]
 
     def last_message(self) -> str:
         """The last message the initiator holds (AutoGen's `last_msg` summary of the chat)."""

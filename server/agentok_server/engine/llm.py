@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..domain.model import ToolCall
 from .egress import EgressPolicy, EgressRefused, redacted
 from .egress_client import EgressClient
 from .flow_spec import LlmConfig
+from .tool_calls import ModelReply
 
 
 class LlmError(Exception):
@@ -90,7 +95,21 @@ class LlmClient:
         await self._http.aclose()
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str:
+        return (await self._call(endpoint, messages, None)).content
+
+    async def propose(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        """A request that offers `tools` (as AutoGen sends it: no tool_choice, docs/autogen-semantics.md §8);
+        the reply may call them. Endpoints that never send tool_calls work too: their reply is text."""
+        return await self._call(endpoint, messages, tools)
+
+    async def _call(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> ModelReply:
         body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
+        if tools:
+            body["tools"] = tools
         if endpoint.temperature is not None:
             body["temperature"] = endpoint.temperature
         if endpoint.max_tokens is not None:
@@ -127,7 +146,29 @@ class LlmClient:
             reason = _http_failure(response, endpoint.api_key)
             raise LlmError(f"model endpoint {shown} refused the request: {reason}")
         try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            message = response.json()["choices"][0]["message"]
+            content = message.get("content")
+            calls = _tool_calls(message.get("tool_calls")) if tools else ()
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise LlmError(f"model endpoint {shown} returned a malformed response") from None
-        return content if isinstance(content, str) else ""
+        return ModelReply(content if isinstance(content, str) else "", calls)
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """OpenAI's `tool_calls`, as AutoGen takes them: a name is normalized (anything but [a-zA-Z0-9_-] becomes
+    `_`, at most 64 characters), arguments stay the text the model wrote. A call with no id gets one, so its
+    result can name it. Raises TypeError/KeyError on a shape that is not OpenAI's."""
+    if raw is None:
+        return ()
+    calls = []
+    for call in raw:
+        function = call["function"]
+        arguments = function.get("arguments")
+        calls.append(
+            ToolCall(
+                call_id=str(call.get("id") or f"call_{secrets.token_hex(12)}"),
+                name=re.sub(r"[^a-zA-Z0-9_-]", "_", str(function["name"]))[:64],
+                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return tuple(calls)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..domain.model import NewMessage
+from ..domain.model import NewMessage, ToolCall, ToolResult
 from .code_execution import CodeBlock
 from .flow_spec import AgentSpec
+from .tool_calls import ModelReply, ToolDef
 
 # A model call: the agent it is made for (a group's manager for speaker selection and group summaries),
 # and the OpenAI-style messages.
@@ -18,7 +19,8 @@ Complete = Callable[[AgentSpec, list[dict[str, Any]]], Awaitable[str]]
 
 class RunIO(Protocol):
     """Store a message, and ask a person (for an agent, or with no agent: the manual choice of a speaker);
-    run code blocks for an agent that executes code (only agents with `executes_code` ask for it)."""
+    run code blocks for an agent that executes code (only agents with `executes_code` ask for it); ask a
+    model that is offered tools, and run the calls it makes."""
 
     async def say(self, message: NewMessage, *, agent_turn: bool) -> None:
         """Stores `message`. `agent_turn`: an agent produced it (its model, code, nested chats, default
@@ -29,6 +31,17 @@ class RunIO(Protocol):
     async def ask_human(self, agent: AgentSpec | None, prompt: str) -> str: ...
 
     async def run_code(self, agent: AgentSpec, blocks: list[CodeBlock]) -> str: ...
+
+    async def propose(
+        self, agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply:
+        """The agent's model reply to a request that offers `tools` (OpenAI's `tools` array)."""
+        ...
+
+    async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
+        """Runs calls of tools `agent` executes (by the server, or by the caller's backend for client tools);
+        one result per call, in order. A failing call is an error result, never an exception."""
+        ...
 
 
 class FlowIO(RunIO, Protocol):

@@ -54,8 +54,21 @@ async def select_speaker(
     complete: Complete,
     manager: AgentSpec,
     messages: Sequence[Said],
+    eligible: Sequence[AgentSpec] | None = None,
 ) -> AgentSpec:
-    """The next speaker after `last`; `messages` are the group's rounds so far."""
+    """The next speaker after `last`; `messages` are the group's rounds so far. After a message that calls
+    tools, only the members that can run all of its calls may speak (AutoGen's `func_call_filter`): one such
+    member speaks without any selection; `eligible` holds them."""
+    if eligible is not None:
+        if len(eligible) == 1:
+            return eligible[0]
+        if method is SpeakerSelection.ROUND_ROBIN:
+            # AutoGen's next_agent over a subset: the first eligible member after `last` in the group's order.
+            names = [m.name for m in members]
+            start = names.index(last.name) + 1 if last.name in names else 0
+            rotated = [*members[start:], *members[:start]]
+            return next(m for m in rotated if m in eligible)
+        members = eligible
     if method is SpeakerSelection.ROUND_ROBIN:
         return round_robin(members, last)
     if method is SpeakerSelection.RANDOM:

@@ -16,7 +16,7 @@ How the graph reads (converse edges; the initializer's edge names the first agen
 - recipient -> first agent, where the first agent has a chat with that recipient: the same chat.
 
 Modules: `spec` (what the engine runs), `autogen_defaults`, `errors`, and the parser's passes in the order
-`parser.parse_flow` runs them: `nodes`, `edges` (then `initializers`), `groups`, `nested_chats`.
+`parser.parse_flow` runs them: `nodes`, `edges` (then `initializers`), `groups`, `nested_chats`, `tools`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .spec import (
     LlmConfig,
     SpeakerSelection,
     SummaryMethod,
+    ToolBinding,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "LlmConfig",
     "SpeakerSelection",
     "SummaryMethod",
+    "ToolBinding",
     "check_graph_size",
     "parse_flow",
 ]

@@ -32,11 +32,6 @@ def read_edges(
                 name = f"edge {edge['id']!r}" if edge.get("id") else f"edge {i}"
                 raise FlowError(f"flow.edges[{i}].{end}", f"{name} points to no node ({end_id!r})")
         data = edge.get("data") or {}
-        if data.get("tools"):
-            raise FlowError(
-                f"flow.edges[{i}].data.tools",
-                f"edge {edge.get('id')!r} binds tools {data['tools']}; this service has no tools to bind",
-            )
         if data.get("enable_rag"):
             raise FlowError(
                 f"flow.edges[{i}].data.enable_rag", f"edge {edge.get('id')!r}: retrieval (RAG) is not supported"

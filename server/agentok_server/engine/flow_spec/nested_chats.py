@@ -30,9 +30,13 @@ def read_nested(
             raise FlowError(path, f"agent {graph.name(host)!r} has two nested chat nodes: keep one")
         chats = nested_edges.get(node_id, [])
         if not chats:
-            raise FlowError(
-                path, f"nested chat node {graph.label(node_id)} has no chats: connect it to the agents it chats with"
+            # As in Agentok Studio, where it registers an empty queue: the host's replies are its own (real
+            # flow 08 has one).
+            graph.warnings.append(
+                f"nested chat node {graph.label(node_id)} has no chats and is ignored: connect it to the agents "
+                "it chats with"
             )
+            continue
         nested[host] = tuple(converse_spec(graph, edge, k, host=host) for k, edge in enumerate(chats))
     return nested
 

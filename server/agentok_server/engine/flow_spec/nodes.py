@@ -149,6 +149,11 @@ def _agent(node: dict[str, Any], index: int, code_execution: bool) -> tuple[Agen
             f"node {node_id!r} ({name}): code execution is off on this server; the agent replies as AutoGen "
             "does when a message holds no code to run"
         )
+    if data.get("tools"):
+        warnings.append(
+            f"node {node_id!r} ({name}): node-level tools are Agentok Studio's UI state and bind nothing; "
+            "tools are bound on converse edges (edge data.tools)"
+        )
     termination = data.get("termination_msg")
     return (
         AgentSpec(

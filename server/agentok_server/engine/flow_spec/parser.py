@@ -1,4 +1,4 @@
-"""The entry point: a flow's JSON through the passes (nodes, edges, initializer, wiring, groups, nested chats)
+"""The entry point: a flow's JSON through the passes (nodes, edges, initializer, wiring, groups, nested chats, tools)
 into a FlowSpec. Each pass raises FlowError naming the node or edge; the order of the passes is the order
 in which a flow's mistakes are reported."""
 
@@ -15,6 +15,7 @@ from .initializers import first_agent
 from .nested_chats import check_nested_hosts, read_nested
 from .nodes import index_nodes, llm_config, read_nodes
 from .spec import AgentSpec, ConverseSpec, FlowSpec, GroupSpec
+from .tools import read_tool_bindings
 
 
 def check_graph_size(flow: Any) -> None:
@@ -48,6 +49,7 @@ def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
 
     graph = Graph(nodes, by_id, read.agents, first, converse)
     chats, groups, nested = _read_chats(graph)
+    tools = read_tool_bindings(graph)
     return FlowSpec(
         agents=_participants(graph, chats, groups, nested),
         initiator=first,
@@ -56,6 +58,7 @@ def parse_flow(flow: Any, *, code_execution: bool = False) -> FlowSpec:
         warnings=read.warnings + graph.warnings,
         groups=groups,
         nested=nested,
+        tools=tools,
     )
 
 

@@ -83,6 +83,19 @@ class GroupSpec:
 
 
 @dataclass(frozen=True)
+class ToolBinding:
+    """One tool an edge binds, as Agentok's codegen binds it (`register_function(f, caller=<edge target>,
+    executor=<edge source>)`): the caller's model requests offer it, the executor runs its calls."""
+
+    tool_id: str
+    # Agent node ids; None where the edge's end is no agent (the binding binds nothing, the id is still checked).
+    caller: str | None
+    executor: str | None
+    path: str  # flow.edges[i].data.tools[j], for errors naming it
+    edge_id: str
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     """What a run does. `agents` holds every agent that takes part, and each group's manager (named
     "chat_manager", under the group node's id)."""
@@ -97,6 +110,12 @@ class FlowSpec:
     groups: dict[str, GroupSpec] = field(default_factory=dict)
     # Host agent node id -> the nested chats it runs to make its replies, in order.
     nested: dict[str, tuple[ConverseSpec, ...]] = field(default_factory=dict)
+    tools: tuple[ToolBinding, ...] = ()
+
+    @property
+    def tool_ids(self) -> list[str]:
+        """The ids of the tools the flow binds, each once, in edge order."""
+        return list(dict.fromkeys(b.tool_id for b in self.tools))
 
     def agent(self, node_id: str) -> AgentSpec:
         return self.agents[node_id]
