@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agentok.v1 import api_key_service_pb2_grpc, chat_service_pb2_grpc, flow_service_pb2_grpc
+from agentok.v1 import api_key_service_pb2_grpc, chat_service_pb2_grpc, flow_service_pb2_grpc, tool_service_pb2_grpc
 
 from .domain.chats import ChatService
 from .domain.events import EventHub
@@ -21,9 +21,13 @@ from .domain.idempotency import Idempotency
 from .domain.keys import KeyService
 from .domain.peer_events import PeerEvents
 from .domain.runs import RunManager
+from .domain.tools import ToolService
 from .engine.code_execution import CodeExecutor
 from .engine.egress import EgressPolicy
+from .engine.http_tool import HttpToolCaller
 from .engine.llm import LlmClient
+from .engine.python_tool import PythonToolRunner
+from .engine.tool_execution import ToolExecutor
 from .settings import Settings
 from .storage import schema
 from .storage.listener import ChangeListener
@@ -31,7 +35,7 @@ from .storage.repository import Repository, make_engine
 from .transport.authz_http import CHECK_SECRET_NAME, AuthzHttpServer, CheckPolicy, new_check_secret
 from .transport.edge_identity import CLOCK_ALLOWANCE_SECONDS, EdgeIdentity
 from .transport.rpc import Authenticator, add_servicer
-from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer
+from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer, ToolServicer
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +51,11 @@ class App:
     keys: KeyService
     chats: ChatService
     flows: FlowService
+    tools: ToolService
     runs: RunManager
     hub: EventHub
     llm: LlmClient
+    tool_runner: ToolExecutor
     edge: EdgeIdentity
     # What Envoy proves itself with to the key check (see transport/authz_http.py).
     check_secret: str
@@ -92,6 +98,7 @@ class App:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.runs.shutdown()
         await self.llm.aclose()
+        await self.tool_runner.aclose()
         await self.repo.dispose()
 
 
@@ -116,16 +123,26 @@ async def build_app(settings: Settings) -> App:
     executor = CodeExecutor(
         timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
     )
-    runs = RunManager(repo, hub, llm, settings, executor=executor)
+    tool_runner = ToolExecutor(
+        HttpToolCaller(egress, timeout=settings.tool_timeout_seconds, response_limit=settings.tool_response_limit),
+        PythonToolRunner(
+            timeout_seconds=settings.code_execution_timeout_seconds,
+            output_limit=settings.code_execution_output_limit,
+        ),
+        python_enabled=settings.code_execution_enabled,
+    )
+    runs = RunManager(repo, hub, llm, settings, executor=executor, tools=tool_runner)
     return App(
         settings=settings,
         repo=repo,
         keys=KeyService(repo, cache_seconds=settings.key_cache_seconds),
         chats=ChatService.from_settings(repo, hub, runs, settings),
         flows=FlowService(repo, egress=egress, code_execution=settings.code_execution_enabled),
+        tools=ToolService(repo, egress=egress),
         runs=runs,
         hub=hub,
         llm=llm,
+        tool_runner=tool_runner,
         # Valid for the whole of the route's time: it is made when the headers arrive and read once the body
         # has (a slow upload), plus an allowance for clocks that differ between hosts.
         edge=EdgeIdentity(
@@ -167,6 +184,9 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     )
     add_servicer(
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server, FlowServicer(app.flows, idempotency, auth), server
+    )
+    add_servicer(
+        tool_service_pb2_grpc.add_ToolServiceServicer_to_server, ToolServicer(app.tools, idempotency, auth), server
     )
     add_servicer(api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server)
     await app.set_serving(True)

@@ -33,6 +33,7 @@ from agentok_server.domain.model import (
     Message,
     NewMessage,
     RunState,
+    Tool,
 )
 from agentok_server.domain.ports import (
     ChatsAndFlows,
@@ -42,6 +43,7 @@ from agentok_server.domain.ports import (
     RunStore,
     StepItem,
     StepResult,
+    ToolStore,
 )
 
 T = TypeVar("T")
@@ -79,10 +81,11 @@ class _Tables:
     chats: dict[str, _ChatRow] = field(default_factory=dict)
     flows: dict[str, Flow] = field(default_factory=dict)
     claims: dict[tuple[str, str, str], _ClaimRow] = field(default_factory=dict)
+    tools: dict[tuple[str, str], Tool] = field(default_factory=dict)  # (owner, id): ids are per owner
 
 
 class MemoryStore:
-    """ChatStore, RunStore, FlowStore and IdempotencyStore, in dicts."""
+    """ChatStore, RunStore, FlowStore, ToolStore and IdempotencyStore, in dicts."""
 
     def __init__(self, *, replica_id: str = "replica-a", tables: _Tables | None = None) -> None:
         self._replica_id = replica_id
@@ -142,6 +145,45 @@ class MemoryStore:
             return False
         del self._t.flows[flow_id]
         return True
+
+    # -- tools --------------------------------------------------------------------------------------------
+
+    async def insert_tool(self, tool: Tool) -> Tool | None:
+        await asyncio.sleep(0)
+        key = (tool.owner, tool.id or _new_id())
+        if key in self._t.tools:
+            return None
+        at = _now()
+        stored = _copied(tool, id=key[1], created_at=at, updated_at=at)
+        self._t.tools[key] = stored
+        return stored
+
+    async def get_tool(self, owner: str, tool_id: str) -> Tool | None:
+        await asyncio.sleep(0)
+        return self._t.tools.get((owner, tool_id))
+
+    async def get_tools(self, owner: str, ids: Sequence[str]) -> dict[str, Tool]:
+        await asyncio.sleep(0)
+        return {i: self._t.tools[(owner, i)] for i in ids if (owner, i) in self._t.tools}
+
+    async def list_tools(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Tool]:
+        await asyncio.sleep(0)
+        rows = [t for (o, _), t in self._t.tools.items() if o == owner]
+        return _page(rows, limit, after, lambda t: (t.created_at, t.id))
+
+    async def update_tool(self, tool: Tool) -> Tool | None:
+        await asyncio.sleep(0)
+        key = (tool.owner, tool.id)
+        current = self._t.tools.get(key)
+        if current is None:
+            return None
+        stored = _copied(tool, created_at=current.created_at, updated_at=_now())
+        self._t.tools[key] = stored
+        return stored
+
+    async def delete_tool(self, owner: str, tool_id: str) -> bool:
+        await asyncio.sleep(0)
+        return self._t.tools.pop((owner, tool_id), None) is not None
 
     # -- chats --------------------------------------------------------------------------------------------
 
@@ -390,6 +432,12 @@ class MemoryStore:
             del self._t.claims[key]
 
 
+def _copied(tool: Tool, **changes: Any) -> Tool:
+    """The tool as a row stores it: nobody shares its schema or secrets with the store."""
+    parameters, secrets = copy.deepcopy(tool.parameters), dict(tool.secrets)
+    return dataclasses.replace(tool, parameters=parameters, secrets=secrets, **changes)
+
+
 def _page(rows: list[T], limit: int, after: tuple[datetime, str] | None, key: Callable[[T], Any]) -> list[T]:
     """Newest first, after the (created_at, id) cursor, as the real store's keyset pages are."""
     rows = sorted(rows, key=key, reverse=True)
@@ -398,6 +446,7 @@ def _page(rows: list[T], limit: int, after: tuple[datetime, str] | None, key: Ca
     return rows[:limit]
 
 
-def _satisfies_the_ports(store: MemoryStore) -> tuple[ChatsAndFlows, RunStore, IdempotencyStore]:
-    """Never called: mypy checks here that MemoryStore is each port ChatService and RunManager take."""
-    return store, store, store
+def _satisfies_the_ports(store: MemoryStore) -> tuple[ChatsAndFlows, RunStore, IdempotencyStore, ToolStore]:
+    """Never called: mypy checks here that MemoryStore is each port ChatService, RunManager and ToolService
+    take."""
+    return store, store, store, store

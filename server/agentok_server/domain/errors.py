@@ -39,6 +39,12 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class AlreadyExists(DomainError):
+    """The client chose an id that names a resource it has already (AIP-133)."""
+
+    reason = "ALREADY_EXISTS"
+
+
 class Aborted(DomainError):
     """A concurrency conflict the client resolves by retrying (AIP-193)."""
 
@@ -80,6 +86,18 @@ def chat_not_found(chat_id: str) -> NotFound:
 
 def flow_not_found(flow_id: str) -> NotFound:
     return NotFound(f"flow {flow_id!r} not found", reason="FLOW_NOT_FOUND", metadata={"flow_id": flow_id})
+
+
+def tool_not_found(tool_id: str) -> NotFound:
+    return NotFound(f"tool {tool_id!r} not found", reason="TOOL_NOT_FOUND", metadata={"tool_id": tool_id})
+
+
+def tool_exists(tool_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"tool {tool_id!r} already exists: choose another tool_id, or change that tool with UpdateTool",
+        reason="TOOL_ALREADY_EXISTS",
+        metadata={"tool_id": tool_id},
+    )
 
 
 def too_many_runs(limit: int, retry_after_seconds: float) -> ResourceExhausted:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..engine.code_execution import CodeBlock
 from ..engine.llm import Endpoint
+from ..engine.tool_calls import ModelReply
 from .model import (
     ApiKey,
     Budget,
@@ -27,6 +28,9 @@ from .model import (
     Message,
     NewMessage,
     StatusChange,
+    Tool,
+    ToolCall,
+    ToolResult,
 )
 
 # What one step of a run appends to a chat, in order.
@@ -63,11 +67,22 @@ class ModelClient(Protocol):
 
     async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str: ...
 
+    async def propose(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelReply: ...
+
 
 class CodeRunner(Protocol):
     """What a run calls to execute an agent's code blocks (engine/code_execution.py CodeExecutor)."""
 
     async def run(self, blocks: list[CodeBlock]) -> str: ...
+
+
+class ToolRunner(Protocol):
+    """What a run calls to execute one call of a server-run (http or python) tool
+    (engine/tool_execution.py ToolExecutor). A failure is an error result, never an exception."""
+
+    async def run(self, tool: Tool, call: ToolCall, chat_id: str) -> ToolResult: ...
 
 
 class KeyStore(Protocol):
@@ -103,6 +118,33 @@ class FlowStore(Protocol):
     async def list_flows(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Flow]: ...
 
     async def delete_flow(self, owner: str, flow_id: str) -> bool: ...
+
+
+class ToolLookup(Protocol):
+    """What a run, and a flow that binds tools, need of the stored tools."""
+
+    async def get_tools(self, owner: str, ids: Sequence[str]) -> dict[str, Tool]:
+        """The owner's tools among `ids`, by id; an id the owner has no tool for is absent."""
+        ...
+
+
+class ToolStore(ToolLookup, Protocol):
+    """Tools, keyed by (owner, id): ids are per owner (a client may choose one, see domain/tools.py)."""
+
+    async def insert_tool(self, tool: Tool) -> Tool | None:
+        """Stores `tool` as given (a new id when `tool.id` is empty), its created_at and updated_at now;
+        None, storing nothing, when its owner already has a tool with that id."""
+        ...
+
+    async def get_tool(self, owner: str, tool_id: str) -> Tool | None: ...
+
+    async def list_tools(self, owner: str, limit: int, after: tuple[datetime, str] | None) -> list[Tool]: ...
+
+    async def update_tool(self, tool: Tool) -> Tool | None:
+        """Replaces every field of the tool (owner, id) but created_at, updated_at now; None if it is gone."""
+        ...
+
+    async def delete_tool(self, owner: str, tool_id: str) -> bool: ...
 
 
 class ChatStore(Protocol):
@@ -154,7 +196,7 @@ class ChatStore(Protocol):
         ...
 
 
-class RunStore(ChatStore, Protocol):
+class RunStore(ChatStore, ToolLookup, Protocol):
     """What runs need besides chats: their journals and the leases that say which replica executes them."""
 
     @property
@@ -185,5 +227,5 @@ class IdempotencyStore(Protocol):
     async def release_claim(self, owner: str, method: str, request_id: str) -> None: ...
 
 
-class ChatsAndFlows(ChatStore, FlowStore, Protocol):
-    """ChatService's view: chats, and the flows a chat is created from."""
+class ChatsAndFlows(ChatStore, FlowStore, ToolStore, Protocol):
+    """ChatService's view: chats, the flows a chat is created from, and the tools those flows bind."""

@@ -319,13 +319,22 @@ class EgressPolicy:
         resolve_timeout: float = RESOLVE_TIMEOUT_SECONDS,
     ) -> None:
         entries = allowed_hosts.split(",") if isinstance(allowed_hosts, str) else list(allowed_hosts)
-        self._allowed: set[tuple[str, int | None]] = {_allow_entry(e.strip()) for e in entries if e.strip()}
+        self._listed: frozenset[tuple[str, int | None]] = frozenset(
+            _allow_entry(e.strip()) for e in entries if e.strip()
+        )
+        self._allowed: set[tuple[str, int | None]] = set(self._listed)
         self._allowed |= {entry for u in server_urls if u and (entry := _server_url_entry(u)) is not None}
         self._resolve = resolver
         self._resolve_timeout = resolve_timeout
 
     def allows_host(self, host: str, port: int) -> bool:
         return (host, port) in self._allowed or (host, None) in self._allowed
+
+    def lists(self, host: str, port: int) -> bool:
+        """Whether the operator's own list (AGENTOK_EGRESS_ALLOWED_HOSTS) names host:port, matched as
+        allows_host matches; the server's AGENTOK_LLM_BASE_URL does not count: an http tool's host needs
+        the operator's word."""
+        return (host, port) in self._listed or (host, None) in self._listed
 
     async def check_url(self, url: object, *, allow_query: bool = False) -> Target:
         """The URL checked and resolved (once: connect to `Target.addresses` only), or EgressRefused."""

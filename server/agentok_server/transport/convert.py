@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from agentok.v1 import api_key_pb2, chat_enums_pb2, chat_pb2, flow_pb2
+from agentok.v1 import api_key_pb2, chat_enums_pb2, chat_pb2, flow_pb2, tool_pb2, tool_service_pb2
 
 from ..domain.errors import invalid_field
 from ..domain.flows import public_graph
@@ -22,7 +23,12 @@ from ..domain.model import (
     Message,
     MessageType,
     TimeoutAction,
+    Tool,
+    ToolCall,
+    ToolKind,
+    ToolResult,
 )
+from ..domain.tools import Implementation, ToolDraft
 
 _E = TypeVar("_E")
 _STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus}
@@ -80,6 +86,7 @@ def chat(c: Chat) -> chat_pb2.Chat:
         last_seq=c.last_seq,
         max_agent_turns=c.budget.max_agent_turns,
         human_input_timeout_action=_TIMEOUT_ACTION[c.budget.input_timeout_action],
+        pending_tool_calls=tool_calls(c.pending_tool_calls),
     )
     if c.budget.input_timeout_seconds:
         out.human_input_timeout.FromTimedelta(timedelta(seconds=c.budget.input_timeout_seconds))
@@ -98,7 +105,19 @@ def message(m: Message) -> chat_pb2.Message:
         receiver=m.receiver,
         content=m.content,
         created_at=timestamp(m.created_at),
+        tool_calls=tool_calls(m.tool_calls),
+        tool_responses=[
+            chat_pb2.ToolResult(call_id=r.call_id, content=r.content, is_error=r.is_error) for r in m.tool_responses
+        ],
     )
+
+
+def tool_calls(calls: Sequence[ToolCall]) -> list[chat_pb2.ToolCall]:
+    return [chat_pb2.ToolCall(call_id=c.call_id, name=c.name, arguments=c.arguments) for c in calls]
+
+
+def tool_results_from_proto(results: Sequence[chat_pb2.ToolResult]) -> list[ToolResult]:
+    return [ToolResult(call_id=r.call_id, content=r.content, is_error=r.is_error) for r in results]
 
 
 def event(e: ChatEvent) -> chat_pb2.ChatEvent:
@@ -108,7 +127,10 @@ def event(e: ChatEvent) -> chat_pb2.ChatEvent:
     elif e.kind is EventKind.STATUS and e.status is not None:
         out.status_changed.CopyFrom(
             chat_pb2.StatusChanged(
-                status=_STATUS[e.status.status], error=e.status.error, input_prompt=e.status.input_prompt
+                status=_STATUS[e.status.status],
+                error=e.status.error,
+                input_prompt=e.status.input_prompt,
+                pending_tool_calls=tool_calls(e.status.pending_tool_calls),
             )
         )
     elif e.kind is EventKind.DELETED:
@@ -160,3 +182,40 @@ def api_key(k: ApiKey) -> api_key_pb2.ApiKey:
     if k.expires_at is not None:
         out.expires_at.CopyFrom(timestamp(k.expires_at))
     return out
+
+
+def tool(t: Tool) -> tool_pb2.Tool:
+    """The tool as clients read it: its secrets (header values, variables) by name only, never their values."""
+    out = tool_pb2.Tool(id=t.id, name=t.name, description=t.description)
+    out.parameters.update(t.parameters)
+    names = sorted(t.secrets)
+    if t.kind is ToolKind.HTTP:
+        out.http.CopyFrom(tool_pb2.HttpTool(url=t.url, header_names=names))
+    elif t.kind is ToolKind.PYTHON:
+        out.python.CopyFrom(tool_pb2.PythonTool(code=t.code, variable_names=names))
+    else:
+        out.client.SetInParent()
+    if t.created_at is not None:
+        out.created_at.CopyFrom(timestamp(t.created_at))
+    if t.updated_at is not None:
+        out.updated_at.CopyFrom(timestamp(t.updated_at))
+    return out
+
+
+def tool_draft(message: tool_service_pb2.CreateToolRequest | tool_pb2.Tool) -> ToolDraft:
+    """The tool fields of a CreateToolRequest or of UpdateTool's `tool` (the output-only ones ignored)."""
+    kind = message.WhichOneof("implementation")
+    implementation: Implementation | None = None
+    if kind == "http":
+        implementation = Implementation(ToolKind.HTTP, url=message.http.url, secrets=dict(message.http.headers))
+    elif kind == "python":
+        code, variables = message.python.code, dict(message.python.variables)
+        implementation = Implementation(ToolKind.PYTHON, code=code, secrets=variables)
+    elif kind == "client":
+        implementation = Implementation(ToolKind.CLIENT)
+    return ToolDraft(
+        name=message.name,
+        description=message.description,
+        parameters=struct_to_dict(message.parameters) if message.HasField("parameters") else None,
+        implementation=implementation,
+    )

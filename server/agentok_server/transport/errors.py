@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from ..domain.errors import (
     Aborted,
+    AlreadyExists,
     DomainError,
     FailedPrecondition,
     Internal,
@@ -27,6 +28,7 @@ _CODES: dict[type[DomainError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     Aborted: code_pb2.ABORTED,

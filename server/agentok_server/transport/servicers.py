@@ -14,6 +14,8 @@ from agentok.v1 import chat_service_pb2 as cs
 from agentok.v1 import chat_service_pb2_grpc as cs_grpc
 from agentok.v1 import flow_service_pb2 as fs
 from agentok.v1 import flow_service_pb2_grpc as fs_grpc
+from agentok.v1 import tool_service_pb2 as ts
+from agentok.v1 import tool_service_pb2_grpc as ts_grpc
 
 from ..domain.chats import ChatService
 from ..domain.errors import invalid_field
@@ -21,12 +23,18 @@ from ..domain.flows import FlowService
 from ..domain.idempotency import Idempotency
 from ..domain.keys import KeyService
 from ..domain.model import Identity
+from ..domain.tools import ToolService
 from . import convert
 from .rpc import Authenticator, server_stream, unary
 
 Ctx: TypeAlias = grpc.aio.ServicerContext  # type: ignore[type-arg]
 _Retryable = TypeVar(
-    "_Retryable", cs.CreateChatRequest, cs.SendMessageRequest, cs.SendInputRequest, fs.CreateFlowRequest
+    "_Retryable",
+    cs.CreateChatRequest,
+    cs.SendMessageRequest,
+    cs.SendInputRequest,
+    fs.CreateFlowRequest,
+    ts.CreateToolRequest,
 )
 
 
@@ -119,7 +127,8 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
         answer = request.message if request.HasField("message") else None
 
         async def work() -> bytes:
-            chat = await self.chats.send_input(identity.owner, request.chat_id, answer)
+            results = convert.tool_results_from_proto(request.tool_results)
+            chat = await self.chats.send_input(identity.owner, request.chat_id, answer, results)
             return cs.SendInputResponse(chat=convert.chat(chat)).SerializeToString()
 
         response = await self.idempotency.once(
@@ -187,6 +196,51 @@ class FlowServicer(fs_grpc.FlowServiceServicer):
     ) -> fs.DeleteFlowResponse:
         await self.flows.delete(identity.owner, request.flow_id)
         return fs.DeleteFlowResponse()
+
+
+class ToolServicer(ts_grpc.ToolServiceServicer):
+    def __init__(self, tools: ToolService, idempotency: Idempotency, auth: Authenticator | None) -> None:
+        self.tools = tools
+        self.idempotency = idempotency
+        self.auth = auth
+
+    @unary
+    async def CreateTool(
+        self, request: ts.CreateToolRequest, context: Ctx, identity: Identity
+    ) -> ts.CreateToolResponse:
+        async def work() -> bytes:
+            tool = await self.tools.create(identity.owner, convert.tool_draft(request), tool_id=request.tool_id)
+            return ts.CreateToolResponse(tool=convert.tool(tool)).SerializeToString()
+
+        response = await self.idempotency.once(
+            identity.owner, "CreateTool", request.request_id, work, body=_without_request_id(request)
+        )
+        return ts.CreateToolResponse.FromString(response)
+
+    @unary
+    async def GetTool(self, request: ts.GetToolRequest, context: Ctx, identity: Identity) -> ts.GetToolResponse:
+        return ts.GetToolResponse(tool=convert.tool(await self.tools.get(identity.owner, request.tool_id)))
+
+    @unary
+    async def ListTools(self, request: ts.ListToolsRequest, context: Ctx, identity: Identity) -> ts.ListToolsResponse:
+        tools, token = await self.tools.list_tools(identity.owner, request.page_size, request.page_token)
+        return ts.ListToolsResponse(tools=[convert.tool(t) for t in tools], next_page_token=token)
+
+    @unary
+    async def UpdateTool(
+        self, request: ts.UpdateToolRequest, context: Ctx, identity: Identity
+    ) -> ts.UpdateToolResponse:
+        tool = await self.tools.update(
+            identity.owner, request.tool_id, convert.tool_draft(request.tool), list(request.update_mask.paths)
+        )
+        return ts.UpdateToolResponse(tool=convert.tool(tool))
+
+    @unary
+    async def DeleteTool(
+        self, request: ts.DeleteToolRequest, context: Ctx, identity: Identity
+    ) -> ts.DeleteToolResponse:
+        await self.tools.delete(identity.owner, request.tool_id)
+        return ts.DeleteToolResponse()
 
 
 class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):

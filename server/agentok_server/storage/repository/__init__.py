@@ -15,9 +15,10 @@ from .flows import FlowQueries
 from .idempotency import IdempotencyQueries
 from .keys import KeyQueries
 from .runs import RunQueries
+from .tools import ToolQueries
 
 __all__ = ["Repository", "make_engine"]
 
 
-class Repository(KeyQueries, FlowQueries, ChatQueries, RunQueries, IdempotencyQueries):
+class Repository(KeyQueries, FlowQueries, ToolQueries, ChatQueries, RunQueries, IdempotencyQueries):
     """Every storage port over one database (see the module docstring for why one class)."""
