@@ -3,7 +3,8 @@ tests replace (a cloud model).
 
 Behaviour is chosen per request by the `model` name, so tests sharing one server never interfere:
 - a model registered with `script(model, replies)` answers with those replies in order, then with
-  `<last message> ack`; any other model answers `<last message> ack`;
+  `<last message> ack`; any other model answers `<last message> ack`; a scripted reply made by
+  `tool_calls(...)` is an assistant message that calls tools (OpenAI's `tool_calls`, content null);
 - `fail-<status>` answers that HTTP status, with an OpenAI-style error body whose message quotes any bearer
   token it was sent (as OpenAI's "Incorrect API key provided: ..." does), so tests can check the server
   never repeats it; `failonce-<status>` does so on its first request only, then answers;
@@ -42,6 +43,21 @@ def _mode_number(model: str, prefix: str) -> float | None:
     return float(match.group())
 
 
+def tool_calls(*calls: tuple[str, str, dict[str, Any] | str]) -> dict[str, Any]:
+    """A scripted reply calling tools: (call id, function name, arguments as an object or as raw text)."""
+    return {
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+            }
+            for call_id, name, args in calls
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One request as the fake received it (header names lower-cased)."""
@@ -62,11 +78,11 @@ class FakeLlm:
         self._lock = threading.Lock()
         # Notified on every request and hang-up, so tests wait for them without polling.
         self._changed = threading.Condition(self._lock)
-        self._scripts: dict[str, deque[str]] = {}
+        self._scripts: dict[str, deque[str | dict[str, Any]]] = {}
         self._recorded: dict[str, list[Recorded]] = defaultdict(list)
         self._hangups: dict[str, int] = defaultdict(int)
 
-    def script(self, model: str, replies: list[str]) -> None:
+    def script(self, model: str, replies: list[str | dict[str, Any]]) -> None:
         with self._lock:
             self._scripts[model] = deque(replies)
 
@@ -126,12 +142,16 @@ class FakeLlm:
             script = self._scripts.get(model)
             scripted = script.popleft() if script else None
         last = body["messages"][-1]["content"] if body.get("messages") else ""
-        content = scripted if scripted is not None else f"{last} ack"
+        if isinstance(scripted, dict):
+            message, finish = {"role": "assistant", **scripted}, "tool_calls"
+        else:
+            content = scripted if scripted is not None else f"{last} ack"
+            message, finish = {"role": "assistant", "content": content}, "stop"
         payload = {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         }
         return Answer(200, json.dumps(payload).encode(), delay)
 

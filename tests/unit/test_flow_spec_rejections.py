@@ -208,8 +208,13 @@ def test_two_agents_with_same_name() -> None:
 
 
 def test_edge_tools_bind_numbers_and_strings() -> None:
-    spec = parse_flow(minimal_flow(edge_data={"tools": [1, "search-v2"]}))
-    assert [(b.tool_id, b.caller, b.executor) for b in spec.tools] == [("1", "b", "a"), ("search-v2", "b", "a")]
+    # 172278707085517.0: how a native gRPC client's Struct (and Envoy's transcoder) carries Agentok's ids.
+    spec = parse_flow(minimal_flow(edge_data={"tools": [1, "search-v2", 172278707085517.0]}))
+    assert [(b.tool_id, b.caller, b.executor) for b in spec.tools] == [
+        ("1", "b", "a"),
+        ("search-v2", "b", "a"),
+        ("172278707085517", "b", "a"),
+    ]
     # An empty tool list binds nothing.
     assert parse_flow(minimal_flow(edge_data={"tools": []})).tools == ()
 
@@ -218,12 +223,13 @@ def test_edge_tools_bind_numbers_and_strings() -> None:
     ("tools", "field", "phrase"),
     [
         (7, "flow.edges[1].data.tools", "must be a list of tool ids"),
-        ([True], "flow.edges[1].data.tools[0]", "must be a number or a string"),
-        ([{"id": 1}], "flow.edges[1].data.tools[0]", "must be a number or a string"),
+        ([True], "flow.edges[1].data.tools[0]", "must be an integer or a string"),
+        ([{"id": 1}], "flow.edges[1].data.tools[0]", "must be an integer or a string"),
+        ([1.5], "flow.edges[1].data.tools[0]", "must be an integer or a string"),
         (["a b"], "flow.edges[1].data.tools[0]", "is not 1-64 of"),
         (["x" * 65], "flow.edges[1].data.tools[0]", "is not 1-64 of"),
     ],
-    ids=["not-a-list", "bool", "object", "space", "too-long"],
+    ids=["not-a-list", "bool", "object", "fraction", "space", "too-long"],
 )
 def test_malformed_edge_tools_rejected(tools: Any, field: str, phrase: str) -> None:
     got_field, description = violation(rejected(minimal_flow(edge_data={"tools": tools})))

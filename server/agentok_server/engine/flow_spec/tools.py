@@ -38,10 +38,17 @@ def read_tool_bindings(graph: Graph) -> tuple[ToolBinding, ...]:
     return tuple(bindings)
 
 
+# Larger integers do not survive a JSON number (a double): another id than the one written would be looked up.
+_EXACT_INTEGERS = 2**53
+
+
 def _tool_id(path: str, edge_id: object, raw: object) -> str:
-    # JSON numbers (Agentok's ids) and strings; a bool is no id although Python counts it as an int.
+    # JSON numbers (Agentok's ids; a google.protobuf.Struct holds every number as a double) and strings; a
+    # bool is no id although Python counts it as an int.
+    if isinstance(raw, float) and raw.is_integer() and abs(raw) < _EXACT_INTEGERS:
+        raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise FlowError(path, f"edge {edge_id!r}: a tool id must be a number or a string, not {raw!r}")
+        raise FlowError(path, f"edge {edge_id!r}: a tool id must be an integer or a string, not {raw!r}")
     tool_id = str(raw)
     if not TOOL_ID.fullmatch(tool_id):
         raise FlowError(path, f"edge {edge_id!r}: tool id {tool_id!r} is not 1-64 of A-Z a-z 0-9 _ -")
