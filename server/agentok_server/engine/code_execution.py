@@ -2,7 +2,8 @@
 turns it on (AGENTOK_CODE_EXECUTION_ENABLED), because it runs model-written code on the server.
 
 Each run gets a fresh scratch directory, a time limit and an output cap; the reply is AutoGen's
-`exitcode: N (execution succeeded|failed)\\nCode output: ...`.
+`exitcode: N (execution succeeded|failed)\\nCode output: ...`. The sandbox itself (`run_sandboxed`,
+`scratch_directory`) is shared with python tools (python_tool.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,17 +48,14 @@ class CodeExecutor:
 
     async def run(self, blocks: list[CodeBlock]) -> str:
         """Runs the blocks in order, stopping at the first failure; returns AutoGen's reply text."""
-        scratch = Path(tempfile.mkdtemp(prefix="agentok-code-"))
         logs_all = ""
         exitcode = 0
-        try:
+        with scratch_directory("agentok-code-") as scratch:
             for block in blocks:
                 exitcode, logs = await self._run_one(block, scratch)
                 logs_all += "\n" + logs
                 if exitcode != 0:
                     break
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         outcome = "execution succeeded" if exitcode == 0 else "execution failed"
         return f"exitcode: {exitcode} ({outcome})\nCode output: {logs_all}"
 
@@ -67,44 +67,107 @@ class CodeExecutor:
         else:
             return 1, f"unknown language {block.lang}"
         script.write_text(block.code)
-        # A minimal environment: the server's own settings and secrets are not the code's business.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "LANG": "C.UTF-8"}
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=scratch,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            output, _ = await asyncio.wait_for(self._read_capped(proc), self._timeout)
-        except TimeoutError:
-            _kill(proc)
-            await proc.wait()
+        done = await run_sandboxed(argv, scratch, time_limit=self._timeout, output_limit=self._limit)
+        if done.timed_out:
             return 1, f"Timeout: the code ran longer than {self._timeout:g} seconds"
-        except asyncio.CancelledError:
-            _kill(proc)
-            raise
-        return proc.returncode or 0, output
-
-    async def _read_capped(self, proc: asyncio.subprocess.Process) -> tuple[str, int]:
-        assert proc.stdout is not None
-        data = b""
-        while len(data) <= self._limit:
-            chunk = await proc.stdout.read(self._limit + 1 - len(data))
-            if not chunk:
-                break
-            data += chunk
-        truncated = len(data) > self._limit
-        if truncated:
-            _kill(proc)  # it may print forever: stop it, the reply has what it can hold
-        await proc.wait()
-        text = data[: self._limit].decode(errors="replace")
-        if truncated:
+        text = done.output.decode(errors="replace")
+        if done.truncated:
             text += f"\n[output truncated at {self._limit} bytes]"
-        return text, proc.returncode or 0
+        return done.exitcode, text
+
+
+# The sandbox: what code blocks and python tools (python_tool.py) share.
+
+
+@dataclass(frozen=True)
+class Sandboxed:
+    """How a sandboxed process ended: its exit code and what it wrote to stdout and stderr (at most the cap).
+    `truncated`: it wrote more and was killed for it; `timed_out`: it was killed at the time limit."""
+
+    exitcode: int
+    output: bytes
+    truncated: bool = False
+    timed_out: bool = False
+
+
+@contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A fresh directory for one run, removed with everything in it afterwards (also on cancellation)."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def run_sandboxed(
+    argv: Sequence[str], scratch: Path, *, time_limit: float, output_limit: int, stdin: bytes | None = None
+) -> Sandboxed:
+    """Runs `argv` in `scratch` with a minimal environment, in a session of its own (so killing it kills what it
+    started), fed `stdin` (else /dev/null), its stdout and stderr read together up to `output_limit` bytes.
+    Cancelling the caller kills the process group at once."""
+    # A minimal environment: the server's own settings and secrets are not the code's business.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(scratch), "LANG": "C.UTF-8"}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=scratch,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        if stdin is None:
+            output, truncated = await asyncio.wait_for(_read_capped(proc, output_limit), time_limit)
+        else:
+            _, (output, truncated) = await asyncio.wait_for(
+                asyncio.gather(_feed(proc, stdin), _read_capped(proc, output_limit)), time_limit
+            )
+    except TimeoutError:
+        await _stopped(proc)
+        return Sandboxed(exitcode=1, output=b"", timed_out=True)
+    except asyncio.CancelledError:
+        _kill(proc)
+        raise
+    return Sandboxed(exitcode=proc.returncode or 0, output=output, truncated=truncated)
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it exited, or closed stdin, without reading it all: what it did is in its output
+    finally:
+        proc.stdin.close()
+
+
+async def _read_capped(proc: asyncio.subprocess.Process, limit: int) -> tuple[bytes, bool]:
+    assert proc.stdout is not None
+    data = b""
+    while len(data) <= limit:
+        chunk = await proc.stdout.read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    truncated = len(data) > limit
+    if truncated:
+        await _stopped(proc)  # it may print forever: stop it, the reply has what it can hold
+    await proc.wait()
+    return data[:limit], truncated
+
+
+async def _stopped(proc: asyncio.subprocess.Process) -> None:
+    """Kills the process group and reads what is left of the output to its end. Without that, a reader that paused
+    (over 128 KiB buffered, unread) never sees the pipe close, and wait() (which, in Python 3.11, waits for the
+    pipes too) would never return."""
+    _kill(proc)
+    if proc.stdout is not None:
+        while await proc.stdout.read(1 << 16):
+            pass
+    await proc.wait()
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
