@@ -15,29 +15,12 @@ import pytest
 from ..support.api import Rest, error_reason, real_flow, two_agent_flow, unique_model
 from ..support.fake_llm import FakeLlm, FakeLlmServer, tool_calls
 from ..support.fake_tools import FakeTools
+from ..support.sample_tools import CALCULATOR
 from ..support.stack import Stack, create_key
 
 TAVILY_ID = "172278707085517"
 SECRET = "tvly-e2e-s3cr3t-4f1c"
 SEARCH_PARAMS = {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]}
-# Agentok Studio's Calculator sample tool (db/sql/sample_data.sql), as written.
-CALCULATOR = """from typing import Annotated, Literal
-
-Operator = Literal["+", "-", "*", "/"]
-
-
-def calculator(a: int, b: int, operator: Annotated[Operator, "operator"]) -> int:
-    if operator == "+":
-        return a + b
-    elif operator == "-":
-        return a - b
-    elif operator == "*":
-        return a * b
-    elif operator == "/":
-        return int(a / b)
-    else:
-        raise ValueError("Invalid operator")
-"""
 
 
 @pytest.fixture(scope="module")

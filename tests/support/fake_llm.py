@@ -142,16 +142,17 @@ class FakeLlm:
             script = self._scripts.get(model)
             scripted = script.popleft() if script else None
         last = body["messages"][-1]["content"] if body.get("messages") else ""
+        reply: dict[str, Any]
         if isinstance(scripted, dict):
-            message, finish = {"role": "assistant", **scripted}, "tool_calls"
+            reply, finish = {"role": "assistant", **scripted}, "tool_calls"
         else:
             content = scripted if scripted is not None else f"{last} ack"
-            message, finish = {"role": "assistant", "content": content}, "stop"
+            reply, finish = {"role": "assistant", "content": content}, "stop"
         payload = {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
         }
         return Answer(200, json.dumps(payload).encode(), delay)
 

@@ -104,13 +104,9 @@ class ChatService:
         return await self._get(owner, chat_id)
 
     async def list_chats(self, owner: str, page_size: int, page_token: str) -> tuple[list[Chat], str]:
-        limit = paging.page_size(page_size, default=50, maximum=500)
-        rows = await self._repo.list_chats(owner, limit + 1, paging.decode_time_id(page_token))
-        chats, more = paging.fit(rows, limit, _chat_bytes)
-        if not more:
-            return chats, ""
-        last = chats[-1]
-        return chats, paging.encode(last.created_at.isoformat(), last.id)
+        return await paging.newest_first(
+            lambda limit, after: self._repo.list_chats(owner, limit, after), page_size, page_token, _chat_bytes
+        )
 
     async def create(
         self,

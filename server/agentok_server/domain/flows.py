@@ -67,14 +67,9 @@ class FlowService:
         return flow
 
     async def list_flows(self, owner: str, page_size: int, page_token: str) -> tuple[list[Flow], str]:
-        limit = paging.page_size(page_size, default=50, maximum=500)
-        rows = await self._repo.list_flows(owner, limit + 1, paging.decode_time_id(page_token))
-        flows, more = paging.fit(rows, limit, _flow_bytes)
-        if not more:
-            return flows, ""
-        last = flows[-1]
-        assert last.created_at is not None
-        return flows, paging.encode(last.created_at.isoformat(), last.id)
+        return await paging.newest_first(
+            lambda limit, after: self._repo.list_flows(owner, limit, after), page_size, page_token, _flow_bytes
+        )
 
     async def delete(self, owner: str, flow_id: str) -> None:
         check_id("flow_id", flow_id)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .errors import InvalidArgument, invalid_field
 from .limits import check_page_token
 from .text import is_clean_text
 
 T = TypeVar("T")
+
+
+class Listed(Protocol):
+    """What a newest-first list pages by: its creation time, then its id."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
+L = TypeVar("L", bound=Listed)
 _MAX_SEQ = 2**63 - 1  # a BIGINT
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -27,6 +40,24 @@ def page_size(requested: int, *, default: int, maximum: int) -> int:
     if requested < 0:
         raise invalid_field("page_size", "must not be negative")
     return min(requested or default, maximum)
+
+
+async def newest_first(
+    fetch: Callable[[int, tuple[datetime, str] | None], Awaitable[Sequence[L]]],
+    requested: int,
+    token: str,
+    size: Callable[[L], int],
+) -> tuple[list[L], str]:
+    """One page of a newest-first list (chats, flows, tools): `fetch(limit, after)` reads rows after the
+    token's (created_at, id); returns the page and the next page's token ("" at the end)."""
+    limit = page_size(requested, default=50, maximum=500)
+    rows = await fetch(limit + 1, decode_time_id(token))
+    items, more = fit(rows, limit, size)
+    if not more:
+        return items, ""
+    last = items[-1]
+    assert last.created_at is not None, "stored items have a creation time"
+    return items, encode(last.created_at.isoformat(), last.id)
 
 
 def fit(rows: Sequence[T], limit: int, size: Callable[[T], int]) -> tuple[list[T], bool]:

@@ -101,14 +101,9 @@ class ToolService:
         return tool
 
     async def list_tools(self, owner: str, page_size: int, page_token: str) -> tuple[list[Tool], str]:
-        limit = paging.page_size(page_size, default=50, maximum=500)
-        rows = await self._repo.list_tools(owner, limit + 1, paging.decode_time_id(page_token))
-        tools, more = paging.fit(rows, limit, _tool_bytes)
-        if not more:
-            return tools, ""
-        last = tools[-1]
-        assert last.created_at is not None
-        return tools, paging.encode(last.created_at.isoformat(), last.id)
+        return await paging.newest_first(
+            lambda limit, after: self._repo.list_tools(owner, limit, after), page_size, page_token, _tool_bytes
+        )
 
     async def update(self, owner: str, tool_id: str, draft: ToolDraft, paths: Sequence[str]) -> Tool:
         """Changes the fields `paths` name (UPDATABLE; none: every field `draft` sets), then checks the result
