@@ -130,6 +130,7 @@ async def build_app(settings: Settings) -> App:
             output_limit=settings.code_execution_output_limit,
         ),
         python_enabled=settings.code_execution_enabled,
+        concurrency=settings.tool_concurrency,
     )
     runs = RunManager(repo, hub, llm, settings, executor=executor, tools=tool_runner)
     return App(

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # settings above and run only where it is enabled.
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     tool_response_limit: int = Field(default=100_000, gt=0, le=10_000_000)
+    # What tool calls may consume: a model (a tenant's own endpoint, say) may answer with any number of calls.
+    # Past the first N of one message each call gets an error result unrun (engine: domain/run_task.py); and at
+    # most M calls (requests, subprocesses) run at once on this replica, whichever runs they belong to.
+    max_tool_calls_per_message: int = Field(default=16, ge=1, le=128)
+    tool_concurrency: int = Field(default=8, ge=1, le=256)
 
     # Budgets a chat gets unless CreateChat sets its own. No run is unlimited: a client's 0 means this
     # default, and neither the default nor a client's budget may pass the limit (checked below and in

@@ -3,6 +3,7 @@ real http caller (a local tool server, listed in the egress allow-list) or the r
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,3 +131,34 @@ async def test_client_tools_are_never_run_by_the_server(executor: ToolExecutor) 
 
 def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_no_more_calls_run_at_once_than_the_executor_allows(server: ToolServer) -> None:
+    """Two calls of a stalled tool with one slot: the second request is not sent until the first ends. A probe
+    on an executor of its own, started after the second call, reaches the server first: the second waits."""
+
+    def executor_with(slots: int) -> ToolExecutor:
+        return ToolExecutor(
+            HttpToolCaller(EgressPolicy(f"127.0.0.1:{server.port}"), timeout=10, response_limit=10_000),
+            PythonToolRunner(timeout_seconds=20, output_limit=10_000),
+            python_enabled=True,
+            concurrency=slots,
+        )
+
+    one_slot, other = executor_with(1), executor_with(1)
+    stalled = tool(ToolKind.HTTP, url=f"{server.base}/stall")
+    first = asyncio.create_task(one_slot.run(stalled, ToolCall("c1", "calculator", "{}"), "chat"))
+    await server.arrived.wait()
+    second = asyncio.create_task(one_slot.run(stalled, ToolCall("c2", "calculator", "{}"), "chat"))
+    probe = asyncio.create_task(other.run(stalled, ToolCall("probe", "calculator", "{}"), "chat"))
+    while True:
+        server.arrived.clear()  # cleared before the check, with no await between: no arrival is missed
+        if len(server.requests) >= 2:
+            break
+        await server.arrived.wait()
+    assert [r.headers["idempotency-key"] for r in server.requests] == ["c1", "probe"]
+    server.release.set()
+    await asyncio.gather(first, second, probe)
+    assert [r.headers["idempotency-key"] for r in server.requests][2:] == ["c2"]
+    await one_slot.aclose()
+    await other.aclose()

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.errors import FailedPrecondition, InvalidArgument
-from agentok_server.domain.model import ChatStatus, MessageType, Tool, ToolCall, ToolKind, ToolResult
+from agentok_server.domain.model import ChatStatus, MessageType, NewMessage, Tool, ToolCall, ToolKind, ToolResult
+from agentok_server.domain.paging import PAGE_BYTES
 from agentok_server.engine.tool_calls import ModelReply
 
 from ..support.api import two_agent_flow
@@ -183,3 +184,32 @@ async def test_a_chat_whose_tool_was_deleted_cannot_start_a_run(services: MakeSe
     assert refused.value.reason == "FLOW_NOT_RUNNABLE"
     assert "binds tool 'calc', which does not exist" in refused.value.message
     assert (await s.chats.get(OWNER, chat_id)).status is ChatStatus.READY
+
+
+async def test_calls_past_the_per_message_cap_get_an_error_result_unrun(services: MakeServices) -> None:
+    s = services(tools=ScriptedTools({"calculator": "4"}), max_tool_calls_per_message=1)
+    await add_tool(s)
+    chat_id = await new_chat(s, FLOW)
+    s.model.reply(ModelReply("", (CALL, ToolCall("call_2", "calculator", '{"a": 3}'))), "ok")
+    with s.hub.subscribe(chat_id) as sub:
+        await s.chats.send_message(OWNER, chat_id, "go")
+        await until_status(sub, ChatStatus.COMPLETED)
+    assert s.tools.calls == [("calc", CALL)]
+    tool_message = next(m for m in await s.store.list_messages(chat_id, 100, 0) if m.type is MessageType.TOOL)
+    assert tool_message.tool_responses[0] == ToolResult("call_1", "4")
+    refused = tool_message.tool_responses[1]
+    assert refused.is_error and "only the first 1 tool calls of a message are run" in refused.content
+
+
+async def test_a_page_of_history_counts_the_bytes_of_tool_calls_and_results(services: MakeServices) -> None:
+    """A tool message holds its results twice (content and tool_responses): a page of them must still fit."""
+    s = services()
+    chat_id = await new_chat(s, FLOW)
+    big = "x" * (PAGE_BYTES // 6)
+    results = (ToolResult("c", big),)
+    for _ in range(3):
+        message = NewMessage(MessageType.TOOL, "User", "Assistant", big, tool_responses=results)
+        assert await s.store.apply_step(chat_id, [message]) is not None
+    page, token = await s.chats.list_messages(OWNER, chat_id, 10, "")
+    # Counting content alone, all three (1/2 PAGE_BYTES) would fit; with the results, two fill a page.
+    assert len(page) == 2 and token

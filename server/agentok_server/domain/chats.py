@@ -414,7 +414,10 @@ def _chat_bytes(chat: Chat) -> int:
 
 
 def _message_bytes(message: Message) -> int:
-    return 256 + len(message.content.encode()) + len(message.sender.encode()) + len(message.receiver.encode())
+    text = [message.content, message.sender, message.receiver]
+    text += [part for c in message.tool_calls for part in (c.call_id, c.name, c.arguments)]
+    text += [part for r in message.tool_responses for part in (r.call_id, r.content)]
+    return 256 + sum(len(part.encode()) for part in text)
 
 
 def _ends_run(event: ChatEvent) -> bool:

@@ -290,6 +290,17 @@ class Run:
         return reply
 
     async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
+        # A bound on what one message's calls may consume; which calls pass it follows from the journaled
+        # proposal alone, so a replay cuts the same ones.
+        cap = self._ctx.settings.max_tool_calls_per_message
+        if len(calls) > cap:
+            refused = (
+                f"Error: only the first {cap} tool calls of a message are run (AGENTOK_MAX_TOOL_CALLS_PER_MESSAGE)"
+            )
+            return [
+                *await self.run_tools(agent, calls[:cap]),
+                *(ToolResult(c.call_id, refused, True) for c, _ in calls[cap:]),
+            ]
         by_client = [c for c, t in calls if self._tools[t.id].kind is ToolKind.CLIENT]
         by_server = [(c, self._tools[t.id]) for c, t in calls if self._tools[t.id].kind is not ToolKind.CLIENT]
         results: dict[str, ToolResult] = {}
@@ -306,6 +317,8 @@ class Run:
             results.update((r.call_id, r) for r in ran)
         if by_client:
             results.update(await self._client_results(by_client))
+        if any(c.call_id not in results for c, _ in calls):  # e.g. a tool changed kind, or the cap changed
+            raise ReplayMismatch(f"the journaled tool results are not those of the calls made now: {REPLAY_HINT}")
         return [results[c.call_id] for c, _ in calls]
 
     async def _client_results(self, calls: list[ToolCall]) -> dict[str, ToolResult]:

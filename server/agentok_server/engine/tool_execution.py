@@ -7,6 +7,7 @@ the model reads, never an exception (ports.ToolRunner).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -51,10 +52,16 @@ def _autogen_formatted(text: str) -> str:
 class ToolExecutor:
     """Runs the calls of http and python tools (ports.ToolRunner); client tools are the caller's backend's."""
 
-    def __init__(self, http: HttpToolCaller, python: PythonToolRunner, *, python_enabled: bool) -> None:
+    def __init__(
+        self, http: HttpToolCaller, python: PythonToolRunner, *, python_enabled: bool, concurrency: int = 8
+    ) -> None:
+        """`concurrency`: the most calls running at once (requests, subprocesses), across every run: a
+        tenant's model that calls many tools in parallel, in many chats, waits for a slot instead of spawning
+        without bound."""
         self._http = http
         self._python = python
         self._python_enabled = python_enabled
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -71,6 +78,7 @@ class ToolExecutor:
         refused = arguments_error(arguments)
         if refused is not None:
             return ToolResult(call.call_id, refused, is_error=True)
-        if tool.kind is ToolKind.HTTP:
-            return await self._http.call(tool.url, tool.secrets, arguments, call.call_id, chat_id)
-        return await self._python.call(tool.code, tool.secrets, arguments, call.call_id)
+        async with self._slots:
+            if tool.kind is ToolKind.HTTP:
+                return await self._http.call(tool.url, tool.secrets, arguments, call.call_id, chat_id)
+            return await self._python.call(tool.code, tool.secrets, arguments, call.call_id)
