@@ -13,13 +13,8 @@ from typing import Any
 import pytest
 
 from agentok_server.domain.model import ToolResult
-from agentok_server.engine.python_tool import (
-    PythonToolError,
-    PythonToolRunner,
-    arguments_error,
-    describe_python_tool,
-    fill_variables,
-)
+from agentok_server.engine.python_tool import PythonToolRunner, arguments_error, fill_variables
+from agentok_server.engine.python_tool_schema import PythonToolError, describe_python_tool
 
 
 def _sample(json_text: str) -> str:

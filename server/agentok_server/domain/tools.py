@@ -17,7 +17,7 @@ from jsonschema.exceptions import SchemaError
 
 from ..engine.egress import SETTING as EGRESS_SETTING
 from ..engine.egress import EgressPolicy, EgressRefused, parse_url
-from ..engine.python_tool import PythonToolError, PythonToolInfo, describe_python_tool
+from ..engine.python_tool_schema import PythonToolError, PythonToolInfo, describe_python_tool
 from . import paging
 from .errors import invalid_field, tool_exists, tool_not_found
 from .flows import check_finite_numbers
