@@ -17,6 +17,7 @@ from jsonschema.exceptions import SchemaError
 
 from ..engine.egress import SETTING as EGRESS_SETTING
 from ..engine.egress import EgressPolicy, EgressRefused, parse_url
+from ..engine.flow_spec.tools import TOOL_ID
 from ..engine.python_tool_schema import PythonToolError, PythonToolInfo, describe_python_tool
 from . import paging
 from .errors import invalid_field, tool_exists, tool_not_found
@@ -26,7 +27,6 @@ from .model import Tool, ToolKind
 from .ports import ToolStore
 from .text import check_json_text, check_text, is_clean_text
 
-TOOL_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # OpenAI's rule for function names; the model sees this one.
 NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 VARIABLE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -11,7 +11,7 @@ from .errors import FlowError
 from .graph import Graph
 from .spec import ToolBinding
 
-# As CreateTool's tool_id: Agentok's ids are numbers, ours may be any of these.
+# What a tool id may be, here and at CreateTool (domain/tools.py): Agentok's ids are numbers, ours any of these.
 TOOL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
