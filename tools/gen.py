@@ -1,4 +1,4 @@
-"""Generate Python stubs and the Envoy descriptor set from proto/.
+"""Generate Python stubs, the Envoy descriptor set and the OpenAPI document (tools/openapi_doc.py) from proto/.
 
 Usage: python tools/gen.py [OUT_DIR]   (default: gen/)
 The staleness test runs it into a temporary directory and compares with gen/.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import grpc_tools
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 THIRD_PARTY = ROOT / "third_party"
 DESCRIPTOR_NAME = "agentok_descriptor.pb"
+OPENAPI_NAME = "openapi.json"
 
 
 def _protoc(args: list[str]) -> None:
@@ -45,6 +47,18 @@ def generate(out: Path) -> None:
             "google/rpc/error_details.proto",
         ]
     )
+    _openapi(out, sources)
+
+
+def _openapi(out: Path, sources: list[str]) -> None:
+    """The OpenAPI document, from a descriptor with comments (source info); that descriptor itself is not kept:
+    Envoy's has no comments and stays small."""
+    from openapi_doc import openapi_json  # beside this script
+
+    with tempfile.TemporaryDirectory() as tmp:
+        described = Path(tmp) / "described.pb"
+        _protoc(["--include_imports", "--include_source_info", f"--descriptor_set_out={described}", *sources])
+        (out / OPENAPI_NAME).write_text(openapi_json(described.read_bytes()))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.tmpl"
 DESCRIPTOR = ROOT / "gen" / "agentok_descriptor.pb"
+OPENAPI = ROOT / "gen" / "openapi.json"
 
 MIB = 1024 * 1024
 # sun_path holds 108 bytes, the terminating NUL included: the longest path a Unix socket can be bound to.
@@ -319,6 +320,7 @@ def render_envoy_config(
         health_check_interval=hc_interval,
         retry_policy=json.dumps(_RETRY_POLICY),
         descriptor_path=json.dumps(str(Path(descriptor_path).resolve())),
+        openapi_path=json.dumps(str(OPENAPI.resolve())),
         authz_disabled="false" if auth else "true",
         authz_service=authz_service,
         authz_cluster=authz_cluster + ("\n" + jwks_cluster if jwks_cluster else ""),
