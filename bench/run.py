@@ -167,6 +167,8 @@ def stack(auth: bool, database_url: str | None = None, replicas: int = 1) -> Ite
             **env,
             "AGENTOK_GRPC_PORT": str(upstream.grpc_port),
             "AGENTOK_AUTHZ_PORT": str(upstream.authz_port),
+            # As deployed: every replica serves its metrics (and writes its request log).
+            "AGENTOK_METRICS_PORT": str(free_port()),
         }
         log = (root / f"server-{n}.log").open("wb")
         servers.append(subprocess.Popen([str(BIN / "agentok"), "serve"], env=replica_env, stdout=log, stderr=log))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ from agentok_server.edge.envoy_config import JwtConfig
 from .support.fake_llm import FakeLlm, FakeLlmServer
 from .support.stack import Stack, create_key
 from .support.tokens import AUDIENCE, ISSUER, TokenFactory
+
+# Servers the tests start serve no metrics unless a test gives them a port: they inherit this environment,
+# and many of them at once (replicas, several stacks) would all want the default port.
+os.environ["AGENTOK_METRICS_PORT"] = "0"
 
 
 @dataclass(frozen=True)

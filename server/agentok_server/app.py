@@ -34,7 +34,11 @@ from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import CHECK_SECRET_NAME, AuthzHttpServer, CheckPolicy, new_check_secret
 from .transport.edge_identity import CLOCK_ALLOWANCE_SECONDS, EdgeIdentity
-from .transport.rpc import Authenticator, add_servicer
+from .transport.interceptor import ObservingInterceptor
+from .transport.metrics import METRICS_HOST, Metrics, MetricsEndpoint
+from .transport.reflection import add_reflection
+from .transport.request_log import IdentifyingAuthenticator, RequestLog
+from .transport.rpc import add_servicer
 from .transport.servicers import ApiKeyServicer, ChatServicer, FlowServicer, ToolServicer
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,8 @@ class App:
     # What Envoy proves itself with to the key check (see transport/authz_http.py).
     check_secret: str
     peers: PeerEvents
+    metrics: Metrics
+    request_log: RequestLog
     # What the gRPC health service reports: Envoy's health checks take a replica out of rotation when it
     # is NOT_SERVING (its database unreachable, or it is shutting down).
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
@@ -100,6 +106,7 @@ class App:
         await self.llm.aclose()
         await self.tool_runner.aclose()
         await self.repo.dispose()
+        self.request_log.close()
 
 
 async def open_repository(settings: Settings) -> Repository:
@@ -118,8 +125,11 @@ async def build_app(settings: Settings) -> App:
     edge_secret = await repo.server_secret("edge-identity", lambda: secrets.token_hex(32))
     check_secret = await repo.server_secret(CHECK_SECRET_NAME, new_check_secret)
     hub = EventHub()
+    metrics = Metrics()
     egress = EgressPolicy(settings.egress_allowed_hosts, server_urls=[settings.llm_base_url])
-    llm = LlmClient(timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress)
+    llm = LlmClient(
+        timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress, observer=metrics
+    )
     executor = CodeExecutor(
         timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit
     )
@@ -132,11 +142,14 @@ async def build_app(settings: Settings) -> App:
         python_enabled=settings.code_execution_enabled,
         concurrency=settings.tool_concurrency,
     )
-    runs = RunManager(repo, hub, llm, settings, executor=executor, tools=tool_runner)
+    runs = RunManager(repo, hub, llm, settings, executor=executor, tools=tool_runner, observer=metrics)
+    metrics.watch(
+        runs_active=lambda: len(runs.runs()), chats_waiting=runs.waiting_count, watch_streams=hub.watcher_count
+    )
     return App(
         settings=settings,
         repo=repo,
-        keys=KeyService(repo, cache_seconds=settings.key_cache_seconds),
+        keys=KeyService(repo, cache_seconds=settings.key_cache_seconds, observer=metrics),
         chats=ChatService.from_settings(repo, hub, runs, settings),
         flows=FlowService(repo, egress=egress, code_execution=settings.code_execution_enabled),
         tools=ToolService(repo, egress=egress),
@@ -151,6 +164,8 @@ async def build_app(settings: Settings) -> App:
         ),
         check_secret=check_secret,
         peers=PeerEvents(repo, hub, runs),
+        metrics=metrics,
+        request_log=RequestLog("text" if settings.log_format == "text" else "json"),
     )
 
 
@@ -177,8 +192,12 @@ def server_options() -> list[tuple[str, int]]:
 
 async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Builds the server and binds it; port 0 picks a free port (tests)."""
-    server = grpc.aio.server(options=server_options())
-    auth = Authenticator(app.keys, app.edge) if app.settings.auth_enabled else None
+    # Every call is timed, counted by method and code, and logged once it ends.
+    server = grpc.aio.server(
+        options=server_options(), interceptors=[ObservingInterceptor(app.metrics, app.request_log)]
+    )
+    # Notes each call's owner for its log line.
+    auth = IdentifyingAuthenticator(app.keys, app.edge) if app.settings.auth_enabled else None
     idempotency = Idempotency(app.repo)
     add_servicer(
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(app.chats, idempotency, auth), server
@@ -190,6 +209,7 @@ async def create_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
         tool_service_pb2_grpc.add_ToolServiceServicer_to_server, ToolServicer(app.tools, idempotency, auth), server
     )
     add_servicer(api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server, ApiKeyServicer(app.keys, auth), server)
+    add_reflection(server, auth)
     await app.set_serving(True)
     health_pb2_grpc.add_HealthServicer_to_server(app.health, server)
     try:
@@ -228,11 +248,22 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         await authz.stop()
         await app.close()
         raise
+    try:
+        metrics = MetricsEndpoint.start(app.metrics, settings.metrics_port) if settings.metrics_port else None
+    except OSError as err:
+        await server.stop(None)
+        await authz.stop()
+        await app.close()
+        address = f"{METRICS_HOST}:{settings.metrics_port}"
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise PortInUse(f"the metrics port {address} is not free ({reason}): set AGENTOK_METRICS_PORT") from None
     await app.start_background()
     await app.runs.resume_all()
     await server.start()
     log.info("ext_authz check endpoint on %s:%d", settings.grpc_host, authz_port)
     log.info("gRPC server listening on %s:%d", settings.grpc_host, port)
+    if metrics is not None:
+        log.info("metrics on http://%s:%d/metrics", METRICS_HOST, metrics.port)
     print(f"agentok gRPC server listening on {settings.grpc_host}:{port}", flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -246,4 +277,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     app.hub.close_all()
     await authz.stop()
     await server.stop(settings.shutdown_grace_seconds)
+    if metrics is not None:
+        metrics.stop()
     await app.close()

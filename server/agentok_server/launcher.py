@@ -81,6 +81,9 @@ def _banner(settings: Settings, secret: str | None, upstreams: list[Upstream]) -
         f"  gRPC server (direct, local): {servers}",
         f"  database:                    {_printable(settings.effective_database_url)}",
     ]
+    if settings.metrics_port:
+        urls = ", ".join(f"http://127.0.0.1:{_metrics_port(settings, n)}/metrics" for n in range(len(upstreams)))
+        lines.append(f"  metrics (local):             {urls}")
     if secret:
         lines.append(f"  first API key (shown once):  {secret}")
     else:
@@ -89,6 +92,11 @@ def _banner(settings: Settings, secret: str | None, upstreams: list[Upstream]) -
         lines.append("  bearer tokens:               .venv/bin/agentok token --subject default  (development key pair)")
     lines += ["", "Try:", f"  curl -s {base}/chats -H 'X-API-KEY: {key}'", ""]
     return "\n".join(lines)
+
+
+def _metrics_port(settings: Settings, replica: int) -> int:
+    """Replica n's metrics port, moved like its other ports (0: off)."""
+    return settings.metrics_port + replica * REPLICA_PORT_STEP if settings.metrics_port else 0
 
 
 def _printable(url: str) -> str:
@@ -275,11 +283,12 @@ async def _run_replicas(settings: Settings, replicas: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        for upstream in upstreams:
+        for n, upstream in enumerate(upstreams):
             env = {
                 **os.environ,
                 "AGENTOK_GRPC_PORT": str(upstream.grpc_port),
                 "AGENTOK_AUTHZ_PORT": str(upstream.authz_port),
+                "AGENTOK_METRICS_PORT": str(_metrics_port(settings, n)),
             }
             # Forked on the event loop's (main) thread: each replica dies with this launcher (children.py).
             proc = await asyncio.create_subprocess_exec(

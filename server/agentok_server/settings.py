@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     rate_limit_per_second: int = Field(default=100, ge=0)
     rate_limit_burst: int = Field(default=200, ge=0)
 
+    # Prometheus metrics of this replica at http://127.0.0.1:<port>/metrics (loopback only, whatever grpc_host
+    # says: they tell how busy the replica is); 0 switches the endpoint off. `agentok run --replicas N` moves
+    # replica n's port like its other ports.
+    metrics_port: int = Field(default=9464, ge=0, lt=65536)
+    # One line per request on stderr (transport/request_log.py): JSON, or plain text for a person's terminal.
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+
     # Turning auth off exists only to measure its cost (make bench); never in a deployment.
     auth_enabled: bool = True
     key_cache_seconds: float = Field(default=1.0, ge=0, le=1.0, description="Revocation takes effect within this.")

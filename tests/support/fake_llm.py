@@ -9,6 +9,7 @@ Behaviour is chosen per request by the `model` name, so tests sharing one server
   token it was sent (as OpenAI's "Incorrect API key provided: ..." does), so tests can check the server
   never repeats it; `failonce-<status>` does so on its first request only, then answers;
 - `malformed` answers a broken body;
+- every answer carries OpenAI's `usage`, counted in words (`tokens()`): the prompt's contents, the reply's;
 - `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request. A wait ends early
   when the client closes the connection (a cancelled or timed-out call), which is recorded as a hang-up.
 A mode may carry any suffix after its number (`slow-20-af0f4f5d`, as `unique_model("slow-20")` makes), so
@@ -41,6 +42,11 @@ def _mode_number(model: str, prefix: str) -> float | None:
     if match is None:
         raise ValueError(f"fake model {model!r}: no number after {prefix!r}")
     return float(match.group())
+
+
+def tokens(text: object) -> int:
+    """What the fake reports as a text's tokens in `usage`: its words."""
+    return len(text.split()) if isinstance(text, str) else 0
 
 
 def tool_calls(*calls: tuple[str, str, dict[str, Any] | str]) -> dict[str, Any]:
@@ -153,6 +159,11 @@ class FakeLlm:
             "object": "chat.completion",
             "model": model,
             "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
+            "usage": {
+                "prompt_tokens": (prompt := sum(tokens(m.get("content")) for m in body.get("messages", []))),
+                "completion_tokens": (completion := tokens(reply.get("content"))),
+                "total_tokens": prompt + completion,
+            },
         }
         return Answer(200, json.dumps(payload).encode(), delay)
 

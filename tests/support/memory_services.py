@@ -12,6 +12,7 @@ from typing import Any
 from agentok_server.domain.chats import ChatService
 from agentok_server.domain.events import EventHub, Subscription
 from agentok_server.domain.idempotency import Idempotency
+from agentok_server.domain.metrics import NO_OBSERVER, Observer
 from agentok_server.domain.model import Chat, ChatEvent, ChatStatus, Tool, ToolCall, ToolResult
 from agentok_server.domain.runs import RunManager
 from agentok_server.engine.code_execution import CodeBlock
@@ -151,6 +152,7 @@ def make_services(
     code: ScriptedCode | None = None,
     tools: ScriptedTools | None = None,
     hub: EventHub | None = None,
+    observer: Observer = NO_OBSERVER,
     **settings: Any,
 ) -> Services:
     """One replica's services on `store` (a new one by default): pass the same store for a restarted server,
@@ -161,7 +163,7 @@ def make_services(
     code = code or ScriptedCode()
     tools = tools or ScriptedTools()
     config = settings_for_tests(**settings)
-    runs = RunManager(store, hub, model, config, executor=code, tools=tools)
+    runs = RunManager(store, hub, model, config, executor=code, tools=tools, observer=observer)
     chats = ChatService.from_settings(store, hub, runs, config)
     return Services(store, hub, model, code, tools, config, runs, chats, Idempotency(store))
 

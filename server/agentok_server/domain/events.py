@@ -53,6 +53,11 @@ class EventHub:
     def watched_chats(self) -> list[str]:
         return list(self._subs)
 
+    def watcher_count(self) -> int:
+        """Open watch streams on this replica (each WatchChat call holds one subscription). Safe from another
+        thread (the metrics endpoint's): it reads a copy."""
+        return sum(len(subs) for subs in list(self._subs.values()))
+
     def last_seq(self, chat_id: str) -> int:
         return self._last.get(chat_id, 0)
 

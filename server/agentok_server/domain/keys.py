@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from . import paging
 from .errors import NotFound, PermissionDenied, Unauthenticated, invalid_field
 from .limits import check_id
+from .metrics import NO_OBSERVER, Observer
 from .model import ApiKey, AuthMethod, Identity, KeyScope
 from .ports import KeyStore
 from .text import check_text
@@ -33,9 +34,10 @@ def ambiguous_credentials() -> Unauthenticated:
 
 
 class KeyService:
-    def __init__(self, repo: KeyStore, *, cache_seconds: float) -> None:
+    def __init__(self, repo: KeyStore, *, cache_seconds: float, observer: Observer = NO_OBSERVER) -> None:
         self._repo = repo
         self._cache_seconds = cache_seconds
+        self._observer = observer
         # secret hash -> (key or None, expiry). Bounded freshness: a revocation is seen within
         # cache_seconds, and the hot path costs a dict lookup instead of a query per call.
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}
@@ -116,7 +118,9 @@ class KeyService:
         digest = hash_secret(secret)
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
+        hit = cached is not None and cached[1] > now
+        self._observer.key_looked_up(cached=hit)
+        if cached is not None and hit:
             key = cached[0]
         else:
             key = await self._repo.key_for_hash(digest)

@@ -92,6 +92,7 @@ class LeaseKeeper:
                 await self._ctx.end_with_error(chat.id, f"the run could not be resumed: {err.message}")
                 continue
             log.info("chat %s: resuming its run (run %d) from its journal", chat.id, chat.run.run_no)
+            self._ctx.observer.lease_taken_over()
             journal = await self._journal(chat.id, chat.run.run_no)
             started.append(self._runs.start(chat, spec, journal, tools))
         return started

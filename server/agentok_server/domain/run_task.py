@@ -27,6 +27,7 @@ from ..engine.tool_calls import ModelReply, ToolDef, ToolSet
 from ..settings import Settings
 from . import tool_steps
 from .events import EventHub
+from .metrics import NO_OBSERVER, Observer, RunOutcome
 from .model import (
     Chat,
     ChatStatus,
@@ -91,6 +92,7 @@ class RunContext:
     executor: CodeRunner
     tools: ToolRunner
     settings: Settings
+    observer: Observer = NO_OBSERVER
 
     @property
     def replica_id(self) -> str:
@@ -154,6 +156,8 @@ class Run:
         # Journal entries to write with the run's next step: tool results go with the message that carries
         # them, so a stored result is never run again and a result is never stored without its message.
         self._carry: list[JournalEntry] = []
+        # How the run ended, where only the step that ended it knows (an unanswered question ending it).
+        self._outcome: RunOutcome | None = None
 
     # -- the person's answer ------------------------------------------------------------------------------
 
@@ -180,6 +184,7 @@ class Run:
     async def execute(self) -> None:
         """The run from its first message to its end; every way it can end is stored on the chat."""
         ctx, chat_id = self._ctx, self.chat_id
+        outcome = RunOutcome.STOPPED  # unless it ends in one of the ways below
         try:
             reason = await run_flow(self._spec, self.first_message, self, self.complete, self._toolset)
             if self.replay:
@@ -187,28 +192,35 @@ class Run:
             log.info("chat %s completed: %s", chat_id, reason)
             self.finishing = True
             await self._step([StatusChange(ChatStatus.COMPLETED)])
+            outcome = RunOutcome.COMPLETED
         except RunGone:
+            outcome = self._outcome or RunOutcome.STOPPED
             return
         except RunEnded as ended:
             self.finishing = True
+            outcome = RunOutcome.LIMIT
             await ctx.finish(chat_id, [system_message(str(ended)), StatusChange(ChatStatus.COMPLETED)], self.run_no)
         except LlmError as exc:
             self.finishing = True
+            outcome = RunOutcome.ERROR
             await ctx.end_with_error(chat_id, str(exc), self.run_no)
         except ReplayMismatch as exc:
             self.finishing = True
+            outcome = RunOutcome.ERROR
             await ctx.end_with_error(chat_id, f"the run could not be resumed after a restart: {exc}", self.run_no)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("chat %s failed", chat_id)
             self.finishing = True
+            outcome = RunOutcome.ERROR
             await ctx.end_with_error(
                 chat_id, f"internal error while running the chat ({type(exc).__name__})", self.run_no
             )
         finally:
             self.live.set()
             self._answer = None
+            ctx.observer.run_ended(outcome)
 
     # -- the engine's IO (engine/run_io.py FlowIO) --------------------------------------------------------
 
@@ -425,5 +437,6 @@ class Run:
         self._answer = None
         self._ctx.hub.publish(result.events)
         if ending:
+            self._outcome = RunOutcome.LIMIT
             raise RunGone(self.chat_id)
         return skip

@@ -12,6 +12,7 @@ from typing import Any
 from ..engine.flow_spec import FlowSpec
 from ..settings import Settings
 from .events import EventHub
+from .metrics import NO_OBSERVER, Observer
 from .model import Chat, ChatStatus, JournalEntry, Tool
 from .ports import CodeRunner, ModelClient, RunStore, ToolRunner
 from .run_leases import JOURNAL_PAGE, LeaseKeeper
@@ -32,8 +33,11 @@ class RunManager:
         *,
         executor: CodeRunner,
         tools: ToolRunner,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
-        self._ctx = RunContext(store=repo, hub=hub, llm=llm, executor=executor, tools=tools, settings=settings)
+        self._ctx = RunContext(
+            store=repo, hub=hub, llm=llm, executor=executor, tools=tools, settings=settings, observer=observer
+        )
         self.replica_id = repo.replica_id
         self.code_execution = settings.code_execution_enabled
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -52,6 +56,7 @@ class RunManager:
     ) -> Run:
         """`tools`: the definitions of the tools the flow binds (flow_rules.resolve_tools)."""
         run = Run(self._ctx, chat, spec, journal or [], tools)
+        self._ctx.observer.run_started(resumed=journal is not None)
         task = asyncio.create_task(run.execute(), name=f"run-{chat.id}")
         self._tasks[chat.id] = task
         self._runs[chat.id] = run
@@ -69,6 +74,11 @@ class RunManager:
 
     def runs(self) -> list[Run]:
         return list(self._runs.values())
+
+    def waiting_count(self) -> int:
+        """Runs here waiting for an answer (a person's, or a client's tool results). Safe from another thread
+        (the metrics endpoint's): it reads a copy."""
+        return sum(run.is_waiting for run in self.runs())
 
     def task(self, run: Run) -> asyncio.Task[None] | None:
         """The task executing `run`, while it is this chat's run here."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..domain.metrics import NO_OBSERVER, ModelCall, ModelCallOutcome, Observer
 from ..domain.model import ToolCall
 from .egress import EgressPolicy, EgressRefused, redacted
 from .egress_client import EgressClient
@@ -87,9 +90,12 @@ class LlmClient:
     its name resolved again) on every attempt, since a stored flow may predate the policy or its name may
     resolve elsewhere by now."""
 
-    def __init__(self, *, timeout: float, attempts: int, egress: EgressPolicy) -> None:
+    def __init__(
+        self, *, timeout: float, attempts: int, egress: EgressPolicy, observer: Observer = NO_OBSERVER
+    ) -> None:
         self._http = EgressClient(egress, timeout=timeout)
         self._attempts = attempts
+        self._observer = observer
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -106,6 +112,32 @@ class LlmClient:
 
     async def _call(
         self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> ModelReply:
+        """_request, reported to the observer (time, retries, outcome, tokens) however it ends."""
+        report = _Report()
+        started = time.perf_counter()
+        try:
+            return await self._request(endpoint, messages, tools, report)
+        except asyncio.CancelledError:  # the run was stopped mid call
+            report.outcome = ModelCallOutcome.CANCELLED
+            raise
+        finally:
+            self._observer.model_called(
+                ModelCall(
+                    seconds=time.perf_counter() - started,
+                    outcome=report.outcome,
+                    retries=max(0, report.attempts - 1),
+                    prompt_tokens=report.prompt_tokens,
+                    completion_tokens=report.completion_tokens,
+                )
+            )
+
+    async def _request(
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        report: _Report,
     ) -> ModelReply:
         body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
         if tools:
@@ -124,6 +156,7 @@ class LlmClient:
                 reraise=True,
             ):
                 with attempt:
+                    report.attempts += 1
                     # The path is the server's: a tenant's URL can only come before it (no '?' or '#').
                     response = await self._http.request(
                         "POST", endpoint.base_url, suffix="/chat/completions", json=body, headers=headers
@@ -131,27 +164,63 @@ class LlmClient:
                     if response.status_code == 429 or response.status_code >= 500:
                         raise _Transient(_http_failure(response, endpoint.api_key))
         except EgressRefused as exc:
+            report.outcome = ModelCallOutcome.NOT_ALLOWED
             raise LlmError(f"model endpoint {shown} is not allowed: {exc}") from None
         except _Transient as exc:
+            report.outcome = ModelCallOutcome.FAILED
             raise LlmError(f"model endpoint {shown} failed: {exc}") from None
         except httpx.TimeoutException:
+            report.outcome = ModelCallOutcome.TIMEOUT
             raise LlmError(f"model endpoint {shown} timed out") from None
         except httpx.TransportError as exc:
+            report.outcome = ModelCallOutcome.UNREACHABLE
             raise LlmError(f"model endpoint {shown} unreachable: {type(exc).__name__}") from None
         if response.is_redirect:  # never followed: a redirect could lead anywhere the policy refuses
+            report.outcome = ModelCallOutcome.REFUSED
             raise LlmError(
                 f"model endpoint {shown} redirected (HTTP {response.status_code}); redirects are not followed"
             )
         if response.status_code >= 400:
+            report.outcome = ModelCallOutcome.REFUSED
             reason = _http_failure(response, endpoint.api_key)
             raise LlmError(f"model endpoint {shown} refused the request: {reason}")
         try:
-            message = response.json()["choices"][0]["message"]
+            answer = response.json()
+            message = answer["choices"][0]["message"]
             content = message.get("content")
             calls = _tool_calls(message.get("tool_calls")) if tools else ()
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            report.outcome = ModelCallOutcome.MALFORMED
             raise LlmError(f"model endpoint {shown} returned a malformed response") from None
+        report.outcome = ModelCallOutcome.OK
+        report.prompt_tokens, report.completion_tokens = _usage(answer)
         return ModelReply(content if isinstance(content, str) else "", calls)
+
+
+@dataclass
+class _Report:
+    """What one call found out for the observer, filled in as the call goes (an exception may end it)."""
+
+    attempts: int = 0
+    # Until the call says otherwise: it failed in a way nobody expected.
+    outcome: ModelCallOutcome = ModelCallOutcome.ERROR
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def _usage(answer: Any) -> tuple[int | None, int | None]:
+    """OpenAI's `usage.prompt_tokens` and `usage.completion_tokens`; None for what a provider left out. A
+    reply is used whatever its `usage` says: it only feeds metrics."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return None, None
+
+    def count(name: str) -> int | None:
+        value = usage.get(name)
+        # bool is an int in Python: `true` is no count.
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    return count("prompt_tokens"), count("completion_tokens")
 
 
 def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
