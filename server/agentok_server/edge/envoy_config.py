@@ -17,11 +17,14 @@ from ..transport.authz_http import (
     HEALTH_PATH,
     INTERNAL_HEADERS,
 )
+from ..transport.body_check import RestRoutes
 from .envoy_tokens import JwtConfig, jwt_fragments
+from .local_replies import edge_errors, local_reply_mappers
 
 ROOT = Path(__file__).resolve().parents[3]
 ENVOY_DIR = ROOT / "envoy"
 TEMPLATE = ENVOY_DIR / "envoy.yaml.tmpl"
+WATCH_SSE_LUA = ENVOY_DIR / "watch_sse.lua"
 DESCRIPTOR = ROOT / "gen" / "agentok_descriptor.pb"
 OPENAPI = ROOT / "gen" / "openapi.json"
 
@@ -48,6 +51,15 @@ _AUTHZ_HTTP = """\
                           # The signed identity goes on to the server (the key and token do not: see authz_http.py).
                           allowed_upstream_headers:
                             patterns: [{exact: x-agentok-identity}]"""
+# On the catch-all route, where REST requests start: their bodies go to the check (with_request_body).
+_AUTHZ_ROUTE_BODY = """\
+                          typed_per_filter_config:
+                            envoy.filters.http.ext_authz:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                              check_settings:
+                                with_request_body:
+                                  max_request_bytes: ${max_request_bytes}
+                                  allow_partial_message: false"""
 _AUTHZ_HTTP_CLUSTER = """\
     - name: agentok_authz
       type: ${type}
@@ -225,6 +237,12 @@ def _endpoints(hosts: Sequence[tuple[str, int]]) -> tuple[str, str]:
     return yaml, kind
 
 
+def _watch_path_regex() -> str:
+    """The REST paths of WatchChat (from its google.api.http rules), for the route that turns on the SSE filter."""
+    routes = [r for r in RestRoutes.of().routes if r.rpc.name == "WatchChat"]
+    return "|".join(r.path_regex for r in routes)
+
+
 def _access_log(path: Path | None) -> str:
     """One JSON line per request, or none: the server logs its own view, Envoy's log is for debugging the edge."""
     if path is None:
@@ -341,4 +359,16 @@ def render_envoy_config(
         long_segment_regex=json.dumps(f".*[^/]{{{MAX_ID_LENGTH + 1},}}.*"),
         max_id_length=MAX_ID_LENGTH,
         max_page_token_length=MAX_PAGE_TOKEN_LENGTH,
+        local_reply_mappers=json.dumps(
+            local_reply_mappers(
+                edge_errors(
+                    max_request_bytes=max_request_bytes,
+                    max_request_headers_kb=max_request_headers_kb,
+                    max_id_length=MAX_ID_LENGTH,
+                )
+            )
+        ),
+        watch_path_regex=json.dumps(_watch_path_regex()),
+        authz_route_body=Template(_AUTHZ_ROUTE_BODY).substitute(max_request_bytes=max_request_bytes) if auth else "",
+        watch_sse_lua=json.dumps(str(WATCH_SSE_LUA.resolve())),
     )
