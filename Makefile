@@ -33,9 +33,11 @@ lint: install
 	$(PY) -m ruff check server tests tools bench
 	$(PY) -m mypy
 
-## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running
+## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running,
+## jq is installed if missing (the seed's curl steps pipe into it)
 test: lint
 	tools/postgres.sh
+	tools/jq.sh
 	$(PY) -m pytest
 
 ## run: the gRPC server and Envoy on the embedded SQLite default

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 import grpc_tools
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,24 @@ def generate(out: Path) -> None:
             "google/rpc/error_details.proto",
         ]
     )
+    _strip_response_bodies(out / DESCRIPTOR_NAME)
     _openapi(out, sources)
+
+
+def _strip_response_bodies(descriptor_path: Path) -> None:
+    """Envoy's transcoder refuses to start on a `response_body` naming a message field (it takes only
+    google.api.HttpBody), so its descriptor goes without them; the Lua filter in envoy/envoy.yaml.tmpl does that
+    unwrapping instead. The OpenAPI document, made from the proto itself, keeps them."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    for file in files.file:
+        for service in file.service:
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rule: http_pb2.HttpRule = method.options.Extensions[annotations_pb2.http]
+                for binding in [rule, *rule.additional_bindings]:
+                    binding.ClearField("response_body")
+    descriptor_path.write_bytes(files.SerializeToString())
 
 
 def _openapi(out: Path, sources: list[str]) -> None:

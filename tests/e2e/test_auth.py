@@ -74,7 +74,7 @@ def test_owners_see_only_their_own(stack: Stack, keys: Keys) -> None:
         assert bob.http.request(method, path, json=body).status_code == 404, (method, path)
     r = bob.http.post("/chats", json={"name": "x", "from_type": "flow", "from_flow": flow["id"]})
     assert r.status_code == 404
-    assert chat["id"] not in [c["id"] for c in bob.http.get("/chats").json()["chats"]]
+    assert chat["id"] not in [c["id"] for c in bob.chats()]
     assert flow["id"] not in [f["id"] for f in bob.http.get("/flows").json()["flows"]]
     # Nothing bob tried changed alice's chat.
     assert alice.chat(chat["id"])["status"] == "ready" and alice.messages(chat["id"]) == []

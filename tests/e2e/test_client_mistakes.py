@@ -16,7 +16,7 @@ import pytest
 from agentok.v1 import chat_service_pb2
 
 from ..conftest import Keys
-from ..support.api import Grpc, Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
+from ..support.api import NEXT_PAGE_TOKEN, Grpc, Rest, error_reason, real_flow, two_agent_flow, unique_model, with_model
 from ..support.fake_llm import FakeLlm, FakeLlmServer
 from ..support.postgres import create_database, drop_database
 from ..support.stack import Stack, create_key
@@ -39,7 +39,7 @@ def _token(*parts: object) -> str:
 
 
 def _chat_count(rest: Rest) -> int:
-    return len(rest.http.get("/chats", params={"page_size": 500}).json()["chats"])
+    return len(rest.chats())
 
 
 def _fixed_reply_flow() -> dict[str, Any]:
@@ -126,7 +126,7 @@ def test_nul_characters_are_refused_and_nothing_is_stored(rest: Rest, client: Gr
     assert rest.messages(chat["id"]) == [] and rest.chat(chat["id"])["status"] == "ready"
 
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     before_input = rest.messages(chat["id"])
     r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "\u0000"})
     assert r.status_code == 400 and "NUL" in r.json()["message"]
@@ -174,13 +174,16 @@ def test_pages_of_large_items_end_early_and_every_item_is_reached(tmp_path: Path
         # Messages too: a long history of long messages comes back in pages a client can receive.
         chat = rest.create_chat(next(iter(ids)))
         sent = rest.send(chat["id"], "a" * 600_000)
-        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+        rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
         answered = rest.input(chat["id"], "b" * 600_000)
         rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input"})
-        first = rest.http.get(f"/chats/{chat['id']}/messages", params={"page_size": 1000}).json()
-        assert first["next_page_token"] and len(first["messages"]) < 4
-        rest_of = rest.http.get(f"/chats/{chat['id']}/messages", params={"page_token": first["next_page_token"]}).json()
-        contents = [m["content"] for m in first["messages"] + rest_of["messages"]]
+        # (The unversioned path: a bare array per page, the next token in a header.)
+        first = rest.http.get(f"/chats/{chat['id']}/messages", params={"page_size": 1000})
+        token = first.headers.get(NEXT_PAGE_TOKEN, "")
+        assert token and len(first.json()) < 4
+        rest_of = rest.http.get(f"/chats/{chat['id']}/messages", params={"page_token": token})
+        assert NEXT_PAGE_TOKEN not in rest_of.headers
+        contents = [m["content"] for m in first.json() + rest_of.json()]
         assert [c[:1] + str(len(c)) for c in contents] == ["a600000", "o2", "b600000", "o2"]
     finally:
         stack.stop()
@@ -215,7 +218,7 @@ def test_request_ids_up_to_128_characters_are_accepted_on_every_write(rest: Rest
     assert rest.messages(chat["id"]) == []
     r = rest.http.post(f"/chats/{chat['id']}/messages", json={"message": "hi", "request_id": longest})
     assert r.status_code == 200, r.text
-    rest.wait_status(chat["id"], int(r.json()["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(r.json()["last_seq"]), {"wait_for_human_input"})
     r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "exit", "request_id": longest})
     assert r.status_code == 200, r.text
     flow = {"name": "long-request-id", "flow": _fixed_reply_flow()}
@@ -258,7 +261,7 @@ def test_on_postgres_nul_and_forged_tokens_are_400s_and_nothing_is_stored(postgr
     ):
         r = rest.http.get(path, params={"page_token": token})
         assert r.status_code == 400 and "page_token" in r.json()["message"], (path, r.text)
-    assert [c["id"] for c in rest.http.get("/chats").json()["chats"]] == [chat["id"]]
+    assert [c["id"] for c in rest.chats()] == [chat["id"]]
 
 
 def test_on_postgres_a_model_answer_with_nul_is_stored_with_a_replacement(
@@ -268,6 +271,6 @@ def test_on_postgres_a_model_answer_with_nul_is_stored_with_a_replacement(
     fake_llm.script(model, ["before\u0000after"])
     chat = postgres_rest.create_chat(postgres_rest.create_flow(with_model(real_flow("13"), model))["id"])
     sent = postgres_rest.send(chat["id"], "hello")
-    postgres_rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input", "error"})
+    postgres_rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input", "error"})
     assert postgres_rest.chat(chat["id"])["status"] == "wait_for_human_input"
     assert [m["content"] for m in postgres_rest.messages(chat["id"])] == ["hello", "before\ufffdafter"]

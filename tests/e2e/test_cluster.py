@@ -419,7 +419,7 @@ def test_envoy_spreads_requests_over_the_replicas_and_routes_around_a_dead_one(
         eventually(lambda: out_of_rotation(cluster.envoy, dead), "Envoy to mark the dead replica's ports unhealthy")
         # The whole seed walk-through, through the one replica left.
         sent = rest.send(chat["id"], "hello")
-        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+        rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
         answered = rest.input(chat["id"], "x")
         rest.wait_status(chat["id"], int(answered["last_seq"]), {"completed"})
         assert [m["content"] for m in rest.messages(chat["id"])] == ["hello", "B", "x", "B"]

@@ -69,7 +69,7 @@ def test_a_waiting_chat_still_waits_after_sigkill_and_continues_where_it_was(own
     )
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     answered = rest.input(chat["id"], "x")
     rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input"})
     before = rest.chat(chat["id"])
@@ -97,7 +97,7 @@ def test_sigterm_ends_watch_streams_with_a_final_event_and_runs_resume(
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     waiting = rest.create_chat(rest.create_flow(with_model(real_flow("13"), "m"))["id"])
     sent = rest.send(waiting["id"], "hi")
-    rest.wait_status(waiting["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(waiting["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     rest.send(chat["id"], "hello")
 
     seen: list[dict[str, Any]] = []
@@ -153,7 +153,7 @@ def test_a_run_that_no_longer_replays_after_a_restart_ends_in_error(own_stack: t
     )
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     answered = rest.input(chat["id"], "")  # skip: the user proxy auto-replies (no code execution: empty)
     rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input"})
     before = rest.chat(chat["id"])
@@ -161,7 +161,7 @@ def test_a_run_that_no_longer_replays_after_a_restart_ends_in_error(own_stack: t
     assert said == ["hello", code, "", code]
     other = rest.create_chat(rest.create_flow(two_agent_flow(a={"human_input_mode": "ALWAYS"}))["id"])
     sent = rest.send(other["id"], "hi")
-    rest.wait_status(other["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(other["id"], int(sent["last_seq"]), {"wait_for_human_input"})
 
     stack.server.stop(signal.SIGTERM)
     stack.env["AGENTOK_CODE_EXECUTION_ENABLED"] = "true"  # the restarted server runs code
@@ -176,10 +176,10 @@ def test_a_run_that_no_longer_replays_after_a_restart_ends_in_error(own_stack: t
     assert "AGENTOK_CODE_EXECUTION_ENABLED" in failed["error"]
     assert [m["content"] for m in rest.messages(chat["id"])] == said  # nothing stored twice, no code run
     # No chat is left running: the other one, which replays fine, still waits for its person.
-    statuses = {c["id"]: c["status"] for c in rest.http.get("/chats", params={"page_size": 100}).json()["chats"]}
+    statuses = {c["id"]: c["status"] for c in rest.chats()}
     assert statuses == {chat["id"]: "error", other["id"]: "wait_for_human_input"}
     # The error is an end like any other: a new message starts a new run.
-    assert rest.send(chat["id"], "again")["chat"]["status"] == "running"
+    assert rest.send(chat["id"], "again")["status"] == "running"
 
 
 def test_restart_in_every_status(own_stack: tuple[Stack, Rest], fake_llm: FakeLlm) -> None:
@@ -195,10 +195,10 @@ def test_restart_in_every_status(own_stack: tuple[Stack, Rest], fake_llm: FakeLl
         )["id"]
     )
     sent = rest.send(completed["id"], "hello")
-    rest.wait_status(completed["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    rest.wait_status(completed["id"], int(sent["last_seq"]), {"completed"})
     failed = rest.create_chat(rest.create_flow(with_model(real_flow("14"), "fail-500"))["id"])
     sent = rest.send(failed["id"], "hello")
-    rest.wait_status(failed["id"], int(sent["chat"]["last_seq"]), {"error"})
+    rest.wait_status(failed["id"], int(sent["last_seq"]), {"error"})
     # The recipient asks a person before anyone else speaks: the run's journal is still empty.
     asks_first = rest.create_chat(
         rest.create_flow(
@@ -209,7 +209,7 @@ def test_restart_in_every_status(own_stack: tuple[Stack, Rest], fake_llm: FakeLl
         )["id"]
     )
     sent = rest.send(asks_first["id"], "hello")
-    rest.wait_status(asks_first["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(asks_first["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     before = {c["id"]: rest.chat(c["id"]) for c in (ready, completed, failed, asks_first)}
 
     for sig in (signal.SIGKILL, signal.SIGTERM):

@@ -116,7 +116,7 @@ def test_an_allow_listed_loopback_endpoint_is_called(rest: Rest, other_llm: Fake
     flow = rest.create_flow(with_model(real_flow("14"), model, base_url=other_llm.base_url))
     chat = rest.create_chat(flow["id"])
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error", "wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error", "wait_for_human_input"})
     assert rest.chat(chat["id"])["status"] != "error", rest.chat(chat["id"])
     assert len(other_llm.fake.recorded_for(model)) >= 1
 
@@ -137,7 +137,7 @@ def test_a_stored_flow_whose_endpoint_is_no_longer_allowed_ends_error_without_ca
         assert "127.0.0.1 is a loopback address" in _refusal(rest, other_llm.base_url)["message"]
         chat = rest.create_chat(flow["id"])
         sent = rest.send(chat["id"], "hello")
-        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+        rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error"})
         failed = rest.chat(chat["id"])
         assert failed["status"] == "error"
         assert f"model endpoint {other_llm.base_url} is not allowed" in failed["error"]

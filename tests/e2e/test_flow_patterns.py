@@ -54,7 +54,7 @@ def group_flow(method: str, max_round: int, **group: Any) -> dict[str, Any]:
 def _run(rest: Rest, flow: dict[str, Any], message: str = "task") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     sent = rest.send(chat["id"], message)
-    events = rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error", "wait_for_human_input"})
+    events = rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error", "wait_for_human_input"})
     return chat, events
 
 

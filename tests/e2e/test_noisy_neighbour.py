@@ -61,7 +61,7 @@ def _chat(rest: Rest, flow: dict[str, Any], **body: object) -> dict[str, Any]:
     flow_id = rest.create_flow(flow)["id"]
     r = rest.http.post("/chats", json={"name": "c", "from_type": "flow", "from_flow": flow_id, **body})
     assert r.status_code == 200, r.text
-    return dict(r.json()["chat"])
+    return dict(r.json())
 
 
 def _detail(body: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -103,14 +103,14 @@ def test_a_turn_budget_above_the_limit_is_refused(limited: Stack, tenants: Tenan
     assert r.status_code == 400, r.text
     assert "max_agent_turns" in r.json()["message"] and f"at most {TURN_LIMIT}" in r.json()["message"]
     assert _detail(r.json(), "BadRequest")["field_violations"][0]["field"] == "max_agent_turns"
-    assert all(c["from_flow"] != flow_id for c in rest.http.get("/chats").json().get("chats", []))
+    assert all(c["from_flow"] != flow_id for c in rest.chats())
 
 
 def test_the_run_past_the_cap_is_refused_with_retry_info_until_one_ends(limited: Stack, tenants: Tenants) -> None:
     c = Rest(limited.rest_url, tenants.c)
     first, second = _chat(c, WAITING)["id"], _chat(c, WAITING)["id"]
     sent = c.send(first, "hello")
-    c.wait_status(first, int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    c.wait_status(first, int(sent["last_seq"]), {"wait_for_human_input"})
 
     r = c.http.post(f"/chats/{second}/messages", json={"message": "one run too many"})
     assert r.status_code == 429, r.text
@@ -135,4 +135,4 @@ def test_the_run_past_the_cap_is_refused_with_retry_info_until_one_ends(limited:
     # Answering the waiting run is never refused; once that run ends, its slot is free.
     answered = c.input(first, "exit")
     c.wait_status(first, int(answered["last_seq"]), {"completed"})
-    assert c.send(second, "now there is room")["chat"]["status"] == "running"
+    assert c.send(second, "now there is room")["status"] == "running"

@@ -144,7 +144,7 @@ def test_nul_in_a_request_id_is_invalid_argument_and_nothing_is_stored(direct: G
     assert rest.messages(chat.id) == [] and rest.chat(chat.id)["status"] == "ready"
 
     sent = rest.send(chat.id, "hello")
-    rest.wait_status(chat.id, int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat.id, int(sent["last_seq"]), {"wait_for_human_input"})
     waiting = rest.messages(chat.id)
     with pytest.raises(grpc.RpcError) as err:
         direct.chats.SendInput(
@@ -170,19 +170,19 @@ def test_a_request_id_reused_for_another_request_is_refused_through_rest(rest: R
     assert _rest_chat_ids(rest) == chats_before
     # The genuine retry still gets the first result.
     again = rest.http.post("/chats", json=body)
-    assert again.status_code == 200 and again.json()["chat"] == first.json()["chat"]
+    assert again.status_code == 200 and again.json() == first.json()
 
-    chat_id = first.json()["chat"]["id"]
+    chat_id = first.json()["id"]
     msg = {"message": "hello", "request_id": "reuse-send-1"}
     sent = rest.http.post(f"/chats/{chat_id}/messages", json=msg)
     assert sent.status_code == 200, sent.text
-    rest.wait_status(chat_id, int(sent.json()["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat_id, int(sent.json()["last_seq"]), {"wait_for_human_input"})
     said = rest.messages(chat_id)
     r = rest.http.post(f"/chats/{chat_id}/messages", json={**msg, "message": "something else"})
     assert r.status_code == 400 and error_reason(r.json()) == "REQUEST_ID_REUSED", r.text
     r = rest.http.post(f"/chats/{chat_id}/input", json={"message": "a", "request_id": "reuse-input-1"})
     assert r.status_code == 200, r.text
-    rest.wait_status(chat_id, int(r.json()["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat_id, int(r.json()["last_seq"]), {"wait_for_human_input"})
     said = rest.messages(chat_id)
     # An answer versus no answer (skip) is another request too.
     r = rest.http.post(f"/chats/{chat_id}/input", json={"request_id": "reuse-input-1"})
@@ -292,4 +292,4 @@ def _chat_ids(client: Grpc) -> list[str]:
 
 
 def _rest_chat_ids(rest: Rest) -> list[str]:
-    return [c["id"] for c in rest.http.get("/chats", params={"page_size": 500}).json()["chats"]]
+    return [c["id"] for c in rest.chats()]

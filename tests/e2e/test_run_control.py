@@ -22,7 +22,7 @@ def _chat(rest: Rest, flow: dict, **body: object) -> dict:
     flow_id = rest.create_flow(flow)["id"]
     r = rest.http.post("/chats", json={"name": "c", "from_type": "flow", "from_flow": flow_id, **body})
     assert r.status_code == 200, r.text
-    return r.json()["chat"]
+    return dict(r.json())
 
 
 def test_cancel_stops_a_run_mid_model_call(rest: Rest, fake_llm: FakeLlm) -> None:
@@ -33,7 +33,7 @@ def test_cancel_stops_a_run_mid_model_call(rest: Rest, fake_llm: FakeLlm) -> Non
     r = rest.http.post(f"/chats/{chat['id']}/abort", json={})
     assert r.status_code == 200, r.text
     assert r.json()["chat"]["status"] == "ready"
-    events = rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"ready"})
+    events = rest.wait_status(chat["id"], int(sent["last_seq"]), {"ready"})
     note = [e["message_added"] for e in events if "message_added" in e][-1]
     assert note["type"] == "system" and "cancelled" in note["content"]
     assert rest.chat(chat["id"])["status"] == "ready"
@@ -51,7 +51,7 @@ def test_cancel_stops_a_run_mid_model_call(rest: Rest, fake_llm: FakeLlm) -> Non
 def test_cancel_a_waiting_chat(rest: Rest) -> None:
     chat = _chat(rest, with_model(real_flow("13"), "m"))
     sent = rest.send(chat["id"], "hi")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     assert rest.http.post(f"/v1/chats/{chat['id']}:cancel", json={}).json()["chat"]["status"] == "ready"
     r = rest.http.post(f"/chats/{chat['id']}/input", json={"message": "late"})
     assert r.status_code == 400 and error_reason(r.json()) == "CHAT_NOT_WAITING"
@@ -65,7 +65,7 @@ def test_the_agent_turn_budget_ends_a_run(rest: Rest) -> None:
     chat = _chat(rest, flow, max_agent_turns=3)
     assert chat["max_agent_turns"] == 3
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed"})
     messages = rest.messages(chat["id"])
     assert [m["content"] for m in messages[:4]] == ["hello", "B", "A", "B"]
     assert messages[-1]["type"] == "system" and "budget of 3 agent turns" in messages[-1]["content"]
@@ -80,7 +80,7 @@ def test_a_persons_answers_do_not_use_up_the_agent_turn_budget(rest: Rest) -> No
     )
     chat = _chat(rest, flow, max_agent_turns=2)
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"wait_for_human_input"})
     for answer in ("typed one", "typed two"):
         answered = rest.input(chat["id"], answer)
         rest.wait_status(chat["id"], int(answered["last_seq"]), {"wait_for_human_input", "completed"})
@@ -106,7 +106,7 @@ def test_a_question_nobody_answers_takes_the_empty_reply(rest: Rest) -> None:
     chat = _chat(rest, flow, human_input_timeout="0.5s", human_input_timeout_action="HUMAN_INPUT_TIMEOUT_ACTION_SKIP")
     assert chat["human_input_timeout"] == "0.500s"
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed"})
     contents = [(m["type"], m["content"]) for m in rest.messages(chat["id"])]
     assert contents[:2] == [("user", "hello"), ("assistant", "B")]
     assert contents[2][0] == "system" and "empty reply" in contents[2][1]
@@ -119,7 +119,7 @@ def test_a_question_nobody_answers_can_end_the_run(rest: Rest) -> None:
         rest, flow, human_input_timeout="0.5s", human_input_timeout_action="HUMAN_INPUT_TIMEOUT_ACTION_END_RUN"
     )
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed"})
     last = rest.messages(chat["id"])[-1]
     assert last["type"] == "system" and "nobody answered" in last["content"]
 
@@ -134,23 +134,24 @@ def test_bad_budgets_are_refused(rest: Rest) -> None:
 def test_retried_writes_with_a_request_id_happen_once(rest: Rest) -> None:
     flow_id = rest.create_flow(with_model(real_flow("13"), "m"))["id"]
     body = {"name": "once", "from_type": "flow", "from_flow": flow_id, "request_id": "create-1"}
-    first = rest.http.post("/chats", json=body).json()["chat"]
+    first = rest.http.post("/chats", json=body).json()
     # The response was "lost": the client retries the same request.
-    retry = rest.http.post("/chats", json=body).json()["chat"]
+    retry = rest.http.post("/chats", json=body).json()
     assert retry == first
-    assert [c["id"] for c in rest.http.get("/chats", params={"page_size": 500}).json()["chats"]].count(first["id"]) == 1
+    assert [c["id"] for c in rest.chats()].count(first["id"]) == 1
 
     msg = {"message": "hi", "request_id": "send-1"}
-    sent = rest.http.post(f"/chats/{first['id']}/messages", json=msg).json()
-    resent = rest.http.post(f"/chats/{first['id']}/messages", json=msg)
+    # Through /v1, whose answer carries the stored message: the retry's is the first one's.
+    sent = rest.http.post(f"/v1/chats/{first['id']}/messages", json=msg).json()
+    resent = rest.http.post(f"/v1/chats/{first['id']}/messages", json=msg)
     assert resent.status_code == 200 and resent.json()["message"]["id"] == sent["message"]["id"]
     rest.wait_status(first["id"], int(sent["chat"]["last_seq"]), {"wait_for_human_input"})
 
     answer = {"message": "more", "request_id": "input-1"}
-    answered = rest.http.post(f"/chats/{first['id']}/input", json=answer).json()["chat"]
+    answered = rest.http.post(f"/chats/{first['id']}/input", json=answer).json()
     rest.wait_status(first["id"], int(answered["last_seq"]), {"wait_for_human_input"})
     again = rest.http.post(f"/chats/{first['id']}/input", json=answer)
-    assert again.status_code == 200 and again.json()["chat"] == answered
+    assert again.status_code == 200 and again.json() == answered
     contents = [m["content"] for m in rest.messages(first["id"])]
     assert contents.count("hi") == 1 and contents.count("more") == 1
     # A new request_id is a new request: the chat is waiting now, so this one is a new answer.

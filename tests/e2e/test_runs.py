@@ -32,7 +32,7 @@ def test_accepted_real_flows_run_to_completion(
     flow = rest.create_flow(with_model(real_flow(name), model), name=f"real {name}")
     chat = rest.create_chat(flow["id"])
     sent = rest.send(chat["id"], "What is the weather in Burnaby?")
-    events = rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+    events = rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error"})
     assert events[-1]["status_changed"]["status"] == "completed", rest.chat(chat["id"])
     messages = rest.messages(chat["id"])
     assert [m["sender"] for m in messages[:3]] == expected_first_speakers
@@ -48,7 +48,7 @@ def test_flow_01_ends_on_the_assistants_terminate(rest: Rest, fake_llm: FakeLlm)
     flow = rest.create_flow(with_model(real_flow("01"), model))
     chat = rest.create_chat(flow["id"])
     sent = rest.send(chat["id"], "weather?")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed"})
     # The user proxy (NEVER, no model) answers AutoGen's empty auto-reply, then stops at the termination
     # message: its termination_msg "TERMINATE" is a case-insensitive substring check in Agentok.
     assert [(m["sender"], m["content"]) for m in rest.messages(chat["id"])] == [
@@ -90,7 +90,7 @@ def test_a_slow_model_times_out_and_the_error_names_the_endpoint_not_the_key(
         flow["llm_config"] = {"model": "slow-5", "api_key": "sk-very-secret"}
         chat = rest.create_chat(rest.create_flow(flow)["id"])
         sent = rest.send(chat["id"], "hello")
-        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"error"})
+        rest.wait_status(chat["id"], int(sent["last_seq"]), {"error"})
         error = rest.chat(chat["id"])["error"]
         assert llm_server.base_url in error and "timed out" in error and "sk-very-secret" not in error
         # The key is not echoed by GetFlow either.
@@ -108,7 +108,7 @@ def test_a_transient_model_failure_is_retried_with_the_flows_key_and_settings(re
     flow["llm_config"] = {"model": model, "api_key": "sk-flow-key", "temperature": 0.3, "max_tokens": 77}
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     sent = rest.send(chat["id"], "weather?")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error"})
     assert rest.chat(chat["id"])["status"] == "completed", rest.chat(chat["id"])
     assert [m["content"] for m in rest.messages(chat["id"])] == ["weather?", "Sunny."]
     first, retry = fake_llm.recorded_for(model)  # exactly two requests: one failure, one retry
@@ -124,7 +124,7 @@ def test_a_refused_model_call_ends_the_run_with_the_providers_reason_not_the_key
     flow["llm_config"] = {"model": model, "api_key": "sk-leaky-secret-77"}
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     sent = rest.send(chat["id"], "hello")
-    rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"error"})
+    rest.wait_status(chat["id"], int(sent["last_seq"]), {"error"})
     error = rest.chat(chat["id"])["error"]
     assert "refused the request: HTTP 401: scripted failure; Incorrect API key provided: <redacted>." in error
     assert "sk-leaky-secret-77" not in error
@@ -143,7 +143,7 @@ def test_code_execution_when_the_server_allows_it(tmp_path: Path, llm_server: Fa
         assert flow["warnings"] == []  # code execution is on here: nothing to warn about
         chat = rest.create_chat(flow["id"])
         sent = rest.send(chat["id"], "what is 6 times 7?")
-        rest.wait_status(chat["id"], int(sent["chat"]["last_seq"]), {"completed", "error"})
+        rest.wait_status(chat["id"], int(sent["last_seq"]), {"completed", "error"})
         said = [(m["sender"], m["content"]) for m in rest.messages(chat["id"])]
         assert said[2] == ("User", "exitcode: 0 (execution succeeded)\nCode output: \n42\n")
         assert said[-1] == ("Assistant", "The answer is 42. TERMINATE") and len(said) == 4

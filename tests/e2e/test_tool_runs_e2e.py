@@ -218,7 +218,7 @@ def test_a_client_tool_is_answered_by_the_callers_backend(rest: Rest, fake_llm: 
         f"/chats/{chat['id']}/input", json={"tool_results": [{"call_id": "c9", "content": "shipped"}]}
     )
     assert answered.status_code == 200, answered.text
-    answer_until_done(rest, chat["id"], after_seq=int(answered.json()["chat"]["last_seq"]))
+    answer_until_done(rest, chat["id"], after_seq=int(answered.json()["last_seq"]))
     tool_message = next(m for m in rest.messages(chat["id"]) if m["type"] == "tool")
     assert tool_message["tool_responses"] == [{"call_id": "c9", "content": "shipped", "is_error": False}]
     again = rest.http.post(f"/chats/{chat['id']}/input", json={"tool_results": [{"call_id": "c9", "content": "x"}]})

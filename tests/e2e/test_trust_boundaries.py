@@ -276,7 +276,7 @@ async def test_more_than_1024_watchers_on_one_connection_all_open(stack: Stack, 
     async with httpx.AsyncClient(base_url=stack.rest_url, headers={"X-API-KEY": keys.alice}, timeout=10) as http:
         flow = (await http.post("/flows", json={"name": "w", "flow": two_agent_flow()})).json()["flow"]
         body = {"name": "w", "from_type": "flow", "from_flow": flow["id"]}
-        chat = (await http.post("/chats", json=body)).json()["chat"]
+        chat = (await http.post("/chats", json=body)).json()
     async with grpc.aio.insecure_channel(stack.edge_target) as channel:
         chats = chat_service_pb2_grpc.ChatServiceStub(channel)
         request = chat_service_pb2.WatchChatRequest(chat_id=chat["id"])

@@ -21,6 +21,8 @@ from agentok.v1 import (
 )
 
 FLOWS_DIR = Path(__file__).resolve().parents[1] / "data" / "agentok-flows"
+# The response header carrying the next page's token on the unversioned list paths (absent on the last page).
+NEXT_PAGE_TOKEN = "X-Next-Page-Token"
 TERMINAL = {"completed", "error"}
 
 
@@ -67,7 +69,8 @@ def two_agent_flow(
 
 
 class Rest:
-    """The seed's REST API through Envoy, with one API key."""
+    """The seed's REST API through Envoy, with one API key: its unversioned paths, which answer in Agentok's
+    shapes (the bare chat, bare arrays), except `send_v1`, which reads /v1's SendMessage envelope."""
 
     def __init__(self, base_url: str, key: str | None) -> None:
         headers = {"X-API-KEY": key} if key else {}
@@ -81,27 +84,50 @@ class Rest:
     def create_chat(self, flow_id: str, name: str = "chat") -> dict[str, Any]:
         r = self.http.post("/chats", json={"name": name, "from_type": "flow", "from_flow": flow_id})
         assert r.status_code == 200, r.text
-        return r.json()["chat"]
+        return dict(r.json())
 
     def send(self, chat_id: str, message: str) -> dict[str, Any]:
+        """Sends a message; returns the chat (running, its last_seq the stored message's)."""
         r = self.http.post(f"/chats/{chat_id}/messages", json={"message": message})
         assert r.status_code == 200, r.text
-        return r.json()
+        return dict(r.json())
+
+    def send_v1(self, chat_id: str, message: str) -> dict[str, Any]:
+        """Sends a message through /v1, whose answer has the stored message beside the chat: {chat, message}."""
+        r = self.http.post(f"/v1/chats/{chat_id}/messages", json={"message": message})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
 
     def input(self, chat_id: str, message: str) -> dict[str, Any]:
         r = self.http.post(f"/chats/{chat_id}/input", json={"message": message})
         assert r.status_code == 200, r.text
-        return r.json()["chat"]
+        return dict(r.json())
 
     def chat(self, chat_id: str) -> dict[str, Any]:
         r = self.http.get(f"/chats/{chat_id}")
         assert r.status_code == 200, r.text
-        return r.json()["chat"]
+        return dict(r.json())
+
+    def chats(self) -> list[dict[str, Any]]:
+        """Every chat of the caller, newest first, following X-Next-Page-Token."""
+        return self.every("/chats")
 
     def messages(self, chat_id: str) -> list[dict[str, Any]]:
-        r = self.http.get(f"/chats/{chat_id}/messages", params={"page_size": 1000})
-        assert r.status_code == 200, r.text
-        return r.json()["messages"]
+        """The chat's whole history, following X-Next-Page-Token."""
+        return self.every(f"/chats/{chat_id}/messages", page_size=1000)
+
+    def every(self, path: str, page_size: int = 0) -> list[dict[str, Any]]:
+        """All items of an unversioned list path: its pages are bare arrays, the next token is a header."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"page_size": page_size} if page_size else {}
+        while True:
+            r = self.http.get(path, params=params)
+            assert r.status_code == 200, r.text
+            items += r.json()
+            token = r.headers.get(NEXT_PAGE_TOKEN)
+            if not token:
+                return items
+            params = {**params, "page_token": token}
 
     def wait_status(self, chat_id: str, after_seq: int, statuses: set[str]) -> list[dict[str, Any]]:
         """Reads the chat's SSE stream from `after_seq` until a status in `statuses`; returns the events."""

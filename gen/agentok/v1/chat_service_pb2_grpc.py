@@ -27,6 +27,14 @@ if _version_not_supported:
 
 class ChatServiceStub:
     """ChatService runs multi-agent chat sessions created from flows.
+
+    REST has two surfaces. The unversioned paths the seed documents answer in the shapes Agentok Studio's own
+    API returned, so its clients work unchanged: `response_body` names what they print (the bare chat, a bare
+    array of chats or of messages), and a list's next page token comes in the X-Next-Page-Token response
+    header instead. Envoy's transcoder cannot apply `response_body` to a message field itself: tools/gen.py
+    leaves it out of Envoy's descriptor and a Lua filter in envoy/envoy.yaml.tmpl unwraps those bodies. The
+    /v1/... paths answer the whole response message (the envelopes, with next_page_token), for new code.
+    Native gRPC always gets the whole response message.
     """
 
     def __init__(self, channel):
@@ -84,6 +92,14 @@ class ChatServiceStub:
 
 class ChatServiceServicer:
     """ChatService runs multi-agent chat sessions created from flows.
+
+    REST has two surfaces. The unversioned paths the seed documents answer in the shapes Agentok Studio's own
+    API returned, so its clients work unchanged: `response_body` names what they print (the bare chat, a bare
+    array of chats or of messages), and a list's next page token comes in the X-Next-Page-Token response
+    header instead. Envoy's transcoder cannot apply `response_body` to a message field itself: tools/gen.py
+    leaves it out of Envoy's descriptor and a Lua filter in envoy/envoy.yaml.tmpl unwraps those bodies. The
+    /v1/... paths answer the whole response message (the envelopes, with next_page_token), for new code.
+    Native gRPC always gets the whole response message.
     """
 
     def ListChats(self, request, context):
@@ -207,6 +223,14 @@ def add_ChatServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ChatService:
     """ChatService runs multi-agent chat sessions created from flows.
+
+    REST has two surfaces. The unversioned paths the seed documents answer in the shapes Agentok Studio's own
+    API returned, so its clients work unchanged: `response_body` names what they print (the bare chat, a bare
+    array of chats or of messages), and a list's next page token comes in the X-Next-Page-Token response
+    header instead. Envoy's transcoder cannot apply `response_body` to a message field itself: tools/gen.py
+    leaves it out of Envoy's descriptor and a Lua filter in envoy/envoy.yaml.tmpl unwraps those bodies. The
+    /v1/... paths answer the whole response message (the envelopes, with next_page_token), for new code.
+    Native gRPC always gets the whole response message.
     """
 
     @staticmethod
