@@ -282,7 +282,17 @@ class OpenApi:
                 "`x-event-data` is the schema of that JSON (OpenAPI 3.1 has no keyword for it).",
                 "content": {"text/event-stream": {"schema": {"type": "string"}, "x-event-data": schema}},
             }
-        return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        response: dict[str, Any] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        output = self._messages[method.output_type][1]
+        if binding.response_body and any(f.name == "next_page_token" for f in output.field):
+            # A bare array has nowhere to hold the next page's token: Envoy moves it to a header.
+            response["headers"] = {
+                "X-Next-Page-Token": {
+                    "description": "The next page's page_token; absent on the last page.",
+                    "schema": {"type": "string"},
+                }
+            }
+        return response
 
     def document(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
