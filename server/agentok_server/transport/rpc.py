@@ -110,9 +110,7 @@ def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 def _well_formed(request: Req) -> Req:
     if isinstance(request, MalformedRequest):
-        raise InvalidArgument(
-            f"the request could not be decoded: {request.reason}", reason="MALFORMED_REQUEST"
-        )
+        raise InvalidArgument(f"the request could not be decoded: {request.reason}", reason="MALFORMED_REQUEST")
     return request
 
 
