@@ -17,7 +17,7 @@ from ..domain.model import MessageType, NewMessage, ToolCall, ToolResult
 from .code_execution import CodeBlock, extract_code_blocks
 from .flow_spec import AgentSpec, HumanInputMode
 from .run_io import Complete, RunIO
-from .tool_calls import NO_TOOLS, ToolDef, ToolSet, joined_content, not_found
+from .tool_calls import NO_TOOLS, ToolSet, joined_content, not_found
 
 EXIT = "exit"
 # The result of a tool call a person's typed reply skipped.
@@ -215,13 +215,10 @@ class Replier:
         return Reply(agent.default_auto_reply, by_human=False), ""
 
     async def _run_tools(self, agent: AgentSpec, calls: Sequence[ToolCall], io: RunIO) -> list[ToolResult]:
-        known: list[tuple[ToolCall, ToolDef]] = []
-        for call in calls:
-            tool = self.tools.runs(agent.node_id, call.name)
-            if tool is not None:
-                known.append((call, tool))
+        found = [(call, self.tools.runs(agent.node_id, call.name)) for call in calls]
+        known = [(call, tool) for call, tool in found if tool is not None]
         ran = iter(await io.run_tools(agent, known) if known else [])
-        return [next(ran) if self.tools.runs(agent.node_id, c.name) else not_found(c) for c in calls]
+        return [next(ran) if tool is not None else not_found(call) for call, tool in found]
 
 
 def _code_since_last_spoke(agent: AgentSpec, history: Sequence[Said]) -> list[CodeBlock]:
