@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: install gen lint test run run-cluster bench bench-cluster clean
+.PHONY: install gen lint test run run-cluster bench bench-cluster bench-profile clean
 
 # run-cluster's database; the tests make their own throw-away databases in the same server.
 CLUSTER_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/agentok
@@ -50,11 +50,13 @@ run-cluster: install gen
 	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok db upgrade
 	AGENTOK_DATABASE_URL=$(CLUSTER_DATABASE_URL) $(VENV)/bin/agentok run --replicas 2
 
-## bench: the speed figures reported in the README; MODE=cluster: the same workloads on PostgreSQL with 1
-## and with 2 replicas, side by side (`make bench-cluster` is the same)
+## bench: the speed figures reported in the README, one table, each beside its ceiling or baseline;
+## MODE=cluster: reads and sessions on SQLite, then PostgreSQL with 1 and 2 replicas (`make bench-cluster`);
+## BENCH_ARGS="--quick" smoke-tests the bench (small N), "--only reads" runs one section (bench/run.py --help)
 MODE ?= sqlite
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 ifeq ($(MODE),cluster)
 	tools/postgres.sh
 	$(PY) bench/run.py --cluster $(BENCH_ARGS)
@@ -67,6 +69,11 @@ endif
 
 bench-cluster:
 	$(MAKE) bench MODE=cluster
+
+## bench-profile: py-spy samples the server under wrk (GetChat through Envoy, auth on); where the time goes
+bench-profile: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) bench/profile.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules data .bench

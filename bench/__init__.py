@@ -1,0 +1,1 @@
+"""`make bench`: the speed figures (bench/run.py is the entry point)."""
