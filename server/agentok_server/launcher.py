@@ -20,6 +20,7 @@ from .app import open_repository, serve
 from .children import describe_exit, dying_with_parent, exited
 from .devjwt import ensure_dev_keys
 from .domain.keys import KeyService
+from .edge.envoy_browser import CONSOLE_PATH, cors_origins
 from .edge.envoy_config import JwtConfig, RateLimit, Upstream
 from .edge.envoy_process import EnvoyProcess
 from .settings import Settings
@@ -51,6 +52,7 @@ def edge_options(settings: Settings, check_secret: str) -> dict[str, Any]:
         "check_secret": check_secret,
         "route_timeout": settings.route_timeout_seconds,
         "rate_limit": RateLimit(rate, max(rate, settings.rate_limit_burst)) if rate else None,
+        "cors_allowed_origins": cors_origins(settings.cors_allowed_origins),
     }
 
 
@@ -76,6 +78,7 @@ def _banner(settings: Settings, secret: str | None, upstreams: list[Upstream]) -
         "",
         "agentok-grpc is running (Ctrl-C stops it).",
         f"  REST (through Envoy):        {base}",
+        f"  web console:                 {base}{CONSOLE_PATH}",
         f"  gRPC (through Envoy):        {settings.http_host}:{settings.http_port}"
         "  (metadata x-api-key or authorization: Bearer)",
         f"  gRPC server (direct, local): {servers}",

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     envoy_concurrency: int = 1
+    # Browser pages on other origins that may call the API through Envoy (gRPC-web or REST): comma-separated
+    # `scheme://host[:port]`. None by default: the console at /console/ is served by Envoy itself, same-origin.
+    cors_allowed_origins: str = ""
     # Envoy's own log (data_dir/envoy/envoy.log, 0600). Credentials are dropped from it at every level,
     # debug and trace included (which print every request's headers): see edge/log_redaction.py.
     envoy_log_level: str = Field(default="warn", pattern="^(trace|debug|info|warn|warning|error|critical|off)$")

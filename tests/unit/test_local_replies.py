@@ -48,12 +48,28 @@ def test_native_grpc_replies_carry_a_status_that_matches_their_code_and_message(
 
 def test_native_grpc_mappers_come_first_then_the_key_checks_denials_pass_as_they_are() -> None:
     mappers = local_reply_mappers(ERRORS)
-    grpc_count = sum(e.grpc_message is not None for e in ERRORS)
+    kinds = sum(e.grpc_message is not None for e in ERRORS)
+    # gRPC-web kinds first (trailers-only, HTTP 200, no body), then the same kinds for native gRPC.
+    assert all(m["status_code"] == 200 and m["body"] == {"inline_string": ""} for m in mappers[:kinds])
+    grpc_count = 2 * kinds
     assert all("headers_to_add" in m for m in mappers[:grpc_count])
     assert set(mappers[grpc_count]) == {"filter"}  # native gRPC as is
     assert mappers[grpc_count + 1]["body"]["inline_string"] == "authorization service unavailable"
     assert mappers[grpc_count + 2] == {"filter": {"response_flag_filter": {"flags": ["UAEX"]}}}
     assert len(mappers) == grpc_count + 2 + len(ERRORS)
+
+
+def test_grpc_web_mappers_carry_the_native_status_and_message() -> None:
+    for e in ERRORS:
+        web, native = e.grpc_web_mapper(), e.grpc_mapper()
+        if native is None:
+            assert web is None
+            continue
+        assert web is not None
+        headers = {h["header"]["key"]: h["header"]["value"] for h in web["headers_to_add"]}
+        assert headers["grpc-message"] == e.grpc_message
+        assert headers["content-type"] == "application/grpc-web+proto"
+        assert {h["header"]["key"] for h in native["headers_to_add"]} < set(headers)
 
 
 def test_limits_are_in_the_messages_and_metadata() -> None:

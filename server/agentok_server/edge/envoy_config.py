@@ -18,6 +18,7 @@ from ..transport.authz_http import (
     INTERNAL_HEADERS,
 )
 from ..transport.body_check import RestRoutes
+from .envoy_browser import CONSOLE_DIST, console_routes, cors_policy
 from .envoy_tokens import JwtConfig, jwt_fragments
 from .local_replies import edge_errors, local_reply_mappers
 
@@ -281,6 +282,8 @@ def render_envoy_config(
     rate_limit: RateLimit | None = None,
     request_headers_timeout: float = 10.0,
     max_request_headers_kb: int = 16,
+    cors_allowed_origins: Sequence[str] = (),
+    console_dir: Path = CONSOLE_DIST,
 ) -> str:
     """Return the bootstrap YAML.
 
@@ -290,7 +293,8 @@ def render_envoy_config(
     uses it, to measure what auth costs. `route_timeout` bounds unary calls (WatchChat has none); a gRPC
     client's own deadline takes precedence. `check_secret` (the server secret CHECK_SECRET_NAME) is what the
     key check demands of every check request; without it every check is refused. `rate_limit` bounds each
-    credential's request rate (None: no limit).
+    credential's request rate (None: no limit). `cors_allowed_origins` may call the API from a browser page
+    of theirs (the console, `console_dir`'s files at /console/, is same-origin and needs none).
     """
     if auth and not check_secret:
         raise ValueError("auth needs the deployment's check secret (agentok edge check-secret prints it)")
@@ -371,4 +375,6 @@ def render_envoy_config(
         watch_path_regex=json.dumps(_watch_path_regex()),
         authz_route_body=Template(_AUTHZ_ROUTE_BODY).substitute(max_request_bytes=max_request_bytes) if auth else "",
         watch_sse_lua=json.dumps(str(WATCH_SSE_LUA.resolve())),
+        cors_policy=cors_policy(cors_allowed_origins),
+        console_routes=console_routes(console_dir),
     )

@@ -27,6 +27,7 @@ from typing import Any
 
 from google.rpc import code_pb2
 
+from ..transport.authz_http import CLIENT_CONTENT_TYPE_HEADER
 from ..transport.errors import ERROR_DOMAIN, edge_status, grpc_details_header
 
 _ANY = "type.googleapis.com/google.rpc."
@@ -69,6 +70,17 @@ _NATIVE_GRPC = _all(
     {"header_filter": {"header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}}},
     {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": False}}},
 )
+# A gRPC-web call (a browser's, or Node's connect-web). The grpc_web filter made it native gRPC before any filter
+# that refuses requests, but Envoy decided at the start that it is no gRPC request: its local replies are plain
+# HTTP ones, which the grpc_web filter then turns into a status of its own (from the HTTP code, the body as the
+# message). So its kinds get a gRPC-web reply made here: HTTP 200, no body, the status in the headers (a
+# trailers-only reply, which the grpc_web filter passes on as it is). The client's own content type, copied by
+# the header_mutation filter before the grpc_web filter, tells it apart.
+_GRPC_WEB = {
+    "header_filter": {
+        "header": {"name": CLIENT_CONTENT_TYPE_HEADER, "string_match": {"prefix": "application/grpc-web"}}
+    }
+}
 _JWT = "jwt_authn_access_denied{"
 
 
@@ -129,11 +141,27 @@ class EdgeError:
         return {
             "filter": _all(_NATIVE_GRPC, self.when),
             "body": {"inline_string": self.grpc_message},
-            "headers_to_add": [
-                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-                for k, v in headers.items()
-            ],
+            "headers_to_add": _headers(headers),
         }
+
+    def grpc_web_mapper(self) -> dict[str, Any] | None:
+        """The same status for a gRPC-web caller, as a trailers-only reply (see _GRPC_WEB)."""
+        native = self.grpc_mapper()
+        if native is None:
+            return None
+        headers = {"grpc-message": self.grpc_message or "", "content-type": "application/grpc-web+proto"}
+        return {
+            "filter": _all(_GRPC_WEB, self.when),
+            "status_code": 200,
+            "body": {"inline_string": ""},
+            "headers_to_add": [*native["headers_to_add"], *_headers(headers)],
+        }
+
+
+def _headers(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in values.items()
+    ]
 
 
 # jwt_authn's refusals, by the text it gives (spaces become underscores in the response code details).
@@ -306,12 +334,14 @@ def edge_errors(*, max_request_bytes: int, max_request_headers_kb: int, max_id_l
 
 
 def local_reply_mappers(errors: list[EdgeError]) -> list[dict[str, Any]]:
-    """The mappers, first match wins: native gRPC kinds, native gRPC as is, the key check's own refusals as
-    they are, then the REST kinds. Envoy's 401 to 403 come only from ext_authz and jwt_authn here."""
+    """The mappers, first match wins: gRPC-web kinds, native gRPC kinds, native gRPC (and gRPC-web) as is, the
+    key check's own refusals as they are, then the REST kinds. Envoy's 401 to 403 come only from ext_authz and
+    jwt_authn here."""
+    web = [m for m in (e.grpc_web_mapper() for e in errors) if m is not None]
     grpc = [m for m in (e.grpc_mapper() for e in errors) if m is not None]
     rest = [e.rest_mapper() for e in errors]
     as_is: list[dict[str, Any]] = [{"filter": _NATIVE_GRPC}]
     # The check unavailable (UAEX, 5xx) is matched before the check's denials pass as they are.
     assert errors[0].reason == "AUTHZ_UNAVAILABLE", "edge_errors() lists AUTHZ_UNAVAILABLE first"
     authz_first, others = rest[:1], rest[1:]
-    return [*grpc, *as_is, *authz_first, {"filter": _AUTHZ_FAILED}, *others]
+    return [*web, *grpc, *as_is, *authz_first, {"filter": _AUTHZ_FAILED}, *others]
