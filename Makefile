@@ -11,10 +11,13 @@ STAMP := $(VENV)/.installed
 # run-cluster's database; the tests make their own throw-away databases in the same server.
 CLUSTER_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/agentok
 
-$(STAMP): pyproject.toml
+# The server (with the generated stubs), then the Python client (agentok_client), its own package that the tests
+# drive the stack with too.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e clients/python
 	touch $(STAMP)
 
 node_modules/.installed: package.json package-lock.json
@@ -30,7 +33,7 @@ gen: $(STAMP)
 ## lint: buf lint on the proto, ruff and mypy on the Python
 lint: install
 	$(BUF) lint
-	$(PY) -m ruff check server tests tools bench
+	$(PY) -m ruff check server tests tools bench clients/python
 	$(PY) -m mypy
 
 ## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running,

@@ -1,0 +1,237 @@
+"""The Python client (clients/python, agentok_client) against a real server behind a real Envoy: a whole
+human-in-the-loop chat with the blocking and the asyncio client, errors with their code and reason, lists read
+page after page, and a watch that goes on across server restarts with no gap and no repeat."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from agentok_client import EXIT, SKIP, AgentokError, AsyncClient, ChatEvent, Client, Status
+from agentok_server.edge.envoy_config import JwtConfig
+
+from ..support.api import two_agent_flow
+from ..support.fake_llm import FakeLlmServer
+from ..support.stack import Stack, create_key
+from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
+
+REPLY = "Hello! I am a fixed-reply agent."
+
+
+def hello_flow(**edge: Any) -> dict[str, Any]:
+    """README's Hello flow: the user proxy asks a person every turn, the agent answers a fixed reply (no model)."""
+    return two_agent_flow(
+        a={"human_input_mode": "ALWAYS"},
+        b={"disable_llm": True, "default_auto_reply": REPLY},
+        edge=edge,
+    )
+
+
+@pytest.fixture(scope="module")
+def own_stack(
+    tmp_path_factory: pytest.TempPathFactory, llm_server: FakeLlmServer, tokens: TokenFactory
+) -> Iterator[Stack]:
+    """This module's own stack: its last test restarts the server."""
+    jwt = JwtConfig(ISSUER, AUDIENCE, jwks_file=tokens.jwks_file)
+    stack = Stack(tmp_path_factory.mktemp("python-client"), llm_server.base_url, jwt=jwt).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api_key(own_stack: Stack) -> str:
+    return create_key(own_stack.env, "py-client", "pia")[1]
+
+
+@pytest.fixture()
+def client(own_stack: Stack, api_key: str) -> Iterator[Client]:
+    with Client(own_stack.edge_target, api_key=api_key) as c:
+        yield c
+
+
+def test_a_whole_human_in_the_loop_chat_with_the_blocking_client(own_stack: Stack, tokens: TokenFactory) -> None:
+    # A bearer token, asked for before each call (so a caller can refresh it).
+    with Client(own_stack.edge_target, token=lambda: tokens.token("pia")) as client:
+        flow = client.create_flow(hello_flow(), "Hello flow")
+        chat = client.create_chat(flow.id, "My Chatbot")
+        assert chat.status == Status.ready and chat.name == "My Chatbot"
+
+        sent = client.send_message(chat.id, "Hello, Agentok Studio!")
+        assert sent.chat.status == Status.running and sent.message.seq == sent.chat.last_seq
+        waiting = client.wait_for(chat.id, "wait_for_human_input")
+        assert waiting.input_prompt
+        assert client.wait_for(chat.id, Status.wait_for_human_input) == waiting  # already there: at once
+
+        client.send_input(chat.id, "one more")
+        client.wait_for(chat.id, {"wait_for_human_input", "completed"})
+        client.send_input(chat.id, SKIP)  # the user proxy auto-replies for the person
+        client.wait_for(chat.id, "wait_for_human_input")
+        answered = client.send_input(chat.id, EXIT)
+        assert answered.status == Status.running
+        done = client.wait_for(chat.id, ["completed", "error"])
+        assert done.status == Status.completed
+
+        history = list(client.messages(chat.id))
+        assert [m.content for m in history] == ["Hello, Agentok Studio!", REPLY, "one more", REPLY, "", REPLY]
+        assert [m.seq for m in history] == sorted(m.seq for m in history)
+        # The whole run replayed by a watch from 0: every stored event once, in order, up to the run's end.
+        events = list(client.watch(chat.id, until_finished=True))
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert [e.message_added.content for e in events if e.HasField("message_added")] == [m.content for m in history]
+        assert events[-1].status_changed.status == Status.completed
+
+        assert chat.id in [c.id for c in client.list_chats()]
+        client.delete_chat(chat.id)
+        with pytest.raises(AgentokError) as gone:
+            client.get_chat(chat.id)
+        assert (gone.value.code, gone.value.reason) == (grpc.StatusCode.NOT_FOUND, "CHAT_NOT_FOUND")
+
+
+async def test_a_whole_human_in_the_loop_chat_with_the_asyncio_client(own_stack: Stack, api_key: str) -> None:
+    async with AsyncClient(own_stack.edge_target, api_key=api_key) as client:
+        flow = await client.create_flow(hello_flow(), "Hello flow")
+        assert (await client.get_flow(flow.id)).name == "Hello flow"
+        chat = await client.create_chat(flow.id, "async chat")
+        sent = await client.send_message(chat.id, "hi")
+
+        # Follow the run live: answer each question as it comes, stop at the run's end.
+        seen: list[ChatEvent] = []
+        answers = iter(["again", EXIT])
+        async for event in client.watch(chat.id, after_seq=sent.chat.last_seq, until_finished=True):
+            seen.append(event)
+            if event.HasField("status_changed") and event.status_changed.status == Status.wait_for_human_input:
+                assert event.status_changed.input_prompt
+                await client.send_input(chat.id, next(answers))
+        assert seen[-1].status_changed.status == Status.completed
+        assert [e.seq for e in seen] == list(range(sent.chat.last_seq + 1, sent.chat.last_seq + 1 + len(seen)))
+
+        assert [m.content async for m in client.messages(chat.id, page_size=2)] == ["hi", REPLY, "again", REPLY]
+        assert (await client.wait_for(chat.id, "completed")).status == Status.completed
+
+        # A waiting chat cancelled: ready again.
+        await client.send_message(chat.id, "once more")
+        await client.wait_for(chat.id, "wait_for_human_input")
+        assert (await client.cancel_chat(chat.id)).status == Status.ready
+        await client.delete_chat(chat.id)
+        await client.delete_flow(flow.id)
+        with pytest.raises(AgentokError) as gone:
+            await client.get_flow(flow.id)
+        assert (gone.value.code, gone.value.reason) == (grpc.StatusCode.NOT_FOUND, "FLOW_NOT_FOUND")
+
+
+def test_errors_carry_the_grpc_code_and_the_error_info_reason(own_stack: Stack, client: Client) -> None:
+    with pytest.raises(AgentokError) as missing:
+        client.get_chat("no-such-chat")
+    assert (missing.value.code, missing.value.reason, missing.value.domain) == (
+        grpc.StatusCode.NOT_FOUND,
+        "CHAT_NOT_FOUND",
+        "agentok.ai",
+    )
+    assert "no-such-chat" in missing.value.message
+
+    flow = client.create_flow(hello_flow())
+    with pytest.raises(AgentokError) as invalid:
+        client.create_chat(flow.id, max_agent_turns=-1)
+    assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT and invalid.value.reason
+    assert [v.field for v in invalid.value.field_violations] == ["max_agent_turns"]
+
+    chat = client.create_chat(flow.id)
+    with pytest.raises(AgentokError) as not_waiting:
+        client.send_input(chat.id, "nobody asked")
+    assert not_waiting.value.code == grpc.StatusCode.FAILED_PRECONDITION and not_waiting.value.reason
+
+    # Refusals Envoy makes itself at the edge carry a reason too, the same way.
+    with Client(own_stack.edge_target, api_key="atk_not-a-key") as stranger:
+        with pytest.raises(AgentokError) as refused:
+            stranger.get_chat(chat.id)
+        assert (refused.value.code, refused.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
+        with pytest.raises(AgentokError) as refused_stream:
+            next(stranger.watch(chat.id))
+        assert refused_stream.value.reason == "API_KEY_INVALID"  # not retried: only UNAVAILABLE is
+    with pytest.raises(ValueError):
+        Client(own_stack.edge_target)  # neither a key nor a token
+
+
+def test_lists_are_read_page_after_page(client: Client) -> None:
+    # No person in the loop: the user proxy auto-replies, 5 rounds, 10 messages after the first.
+    flow = client.create_flow(
+        two_agent_flow(
+            a={"human_input_mode": "NEVER", "default_auto_reply": "go on", "max_consecutive_auto_reply": 5},
+            b={"disable_llm": True, "default_auto_reply": "ok"},
+        )
+    )
+    chats = [client.create_chat(flow.id, f"paged {n}") for n in range(3)]
+    client.send_message(chats[0].id, "start")
+    client.wait_for(chats[0].id, "completed")
+
+    one_page = list(client.messages(chats[0].id, page_size=1000))
+    paged = list(client.messages(chats[0].id, page_size=3))
+    assert len(one_page) == 12 and paged == one_page
+    assert [m.content for m in paged] == ["start", *["ok", "go on"] * 5, "ok"]
+    # Every chat of the caller, newest first, one per page.
+    listed = [c.id for c in client.list_chats(page_size=1)]
+    assert listed[:3] == [c.id for c in reversed(chats)]
+    assert flow.id in [f.id for f in client.list_flows(page_size=1)]
+
+
+def _next_event(events: queue.Queue[ChatEvent | BaseException], until: Callable[[ChatEvent], bool]) -> ChatEvent:
+    """Blocks until the watcher thread delivers an event that `until` accepts (30 s at most)."""
+    while True:
+        item = events.get(timeout=30)
+        if isinstance(item, BaseException):
+            raise item
+        if until(item):
+            return item
+
+
+def _waiting(event: ChatEvent) -> bool:
+    return event.HasField("status_changed") and event.status_changed.status == Status.wait_for_human_input
+
+
+def test_a_watch_goes_on_across_server_restarts_with_no_gap_and_no_repeat(own_stack: Stack, client: Client) -> None:
+    chat = client.create_chat(client.create_flow(hello_flow()).id)
+    client.send_message(chat.id, "before the restarts")
+
+    delivered: queue.Queue[ChatEvent | BaseException] = queue.Queue()
+    seen: list[ChatEvent] = []
+
+    def watch() -> None:
+        try:
+            for event in client.watch(chat.id, until_finished=True):
+                seen.append(event)
+                delivered.put(event)
+        except BaseException as err:  # handed to the test's thread, which fails with it
+            delivered.put(err)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        _next_event(delivered, _waiting)
+
+        own_stack.server.stop(signal.SIGKILL)  # the stream breaks with no goodbye
+        own_stack.server.start()
+        client.send_input(chat.id, "after a crash")
+        _next_event(delivered, lambda e: e.message_added.content == "after a crash")
+        _next_event(delivered, _waiting)
+
+        assert own_stack.server.stop(signal.SIGTERM) == 0  # the server says it is going (server_shutdown)
+        own_stack.server.start()
+        client.send_input(chat.id, EXIT)
+        _next_event(delivered, lambda e: e.status_changed.status == Status.completed)
+    finally:
+        watcher.join(30)
+    assert not watcher.is_alive()
+
+    # Every stored event exactly once, in order, none lost across the two restarts, the run's end last; what
+    # the watcher saw is the chat's history.
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].status_changed.status == Status.completed
+    contents = [e.message_added.content for e in seen if e.HasField("message_added")]
+    assert contents == [m.content for m in client.messages(chat.id)]
+    assert contents == ["before the restarts", REPLY, "after a crash", REPLY]  # "exit" ends it, unstored
