@@ -13,12 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
-from agentok_client import EXIT, SKIP, AgentokError, AsyncClient, ChatEvent, Client, Status
+from agentok_client import EXIT, SKIP, AgentokError, AsyncClient, ChatEvent, Client, Reconnect, Status
 from agentok_server.edge.envoy_config import JwtConfig
 
 from ..support.api import two_agent_flow
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import Stack, create_key
+from ..support.stack import Stack, create_key, free_port
 from ..support.tokens import AUDIENCE, ISSUER, TokenFactory
 
 REPLY = "Hello! I am a fixed-reply agent."
@@ -156,6 +156,19 @@ def test_errors_carry_the_grpc_code_and_the_error_info_reason(own_stack: Stack, 
         assert refused_stream.value.reason == "API_KEY_INVALID"  # not retried: only UNAVAILABLE is
     with pytest.raises(ValueError):
         Client(own_stack.edge_target)  # neither a key nor a token
+
+
+def test_a_wait_and_a_watch_end_when_told(client: Client) -> None:
+    chat = client.create_chat(client.create_flow(hello_flow()).id)
+    client.send_message(chat.id, "hi")
+    client.wait_for(chat.id, "wait_for_human_input")
+    with pytest.raises(TimeoutError):
+        client.wait_for(chat.id, "completed", timeout=0.5)  # nobody answers
+    # Nothing listens: the watch retries UNAVAILABLE for as long as its Reconnect allows, then says so.
+    with Client(f"127.0.0.1:{free_port()}", api_key="atk_x", reconnect=Reconnect(give_up_after=0.5)) as nowhere:
+        with pytest.raises(AgentokError) as down:
+            next(nowhere.watch(chat.id))
+        assert down.value.code == grpc.StatusCode.UNAVAILABLE
 
 
 def test_lists_are_read_page_after_page(client: Client) -> None:
