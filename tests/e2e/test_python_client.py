@@ -4,6 +4,7 @@ page after page, and a watch that goes on across server restarts with no gap and
 
 from __future__ import annotations
 
+import datetime
 import queue
 import signal
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from agentok.v1 import chat_pb2
 from agentok_client import EXIT, SKIP, AgentokError, AsyncClient, ChatEvent, Client, Reconnect, Status
 from agentok_server.edge.envoy_config import JwtConfig
 
@@ -97,7 +99,15 @@ async def test_a_whole_human_in_the_loop_chat_with_the_asyncio_client(own_stack:
     async with AsyncClient(own_stack.edge_target, api_key=api_key) as client:
         flow = await client.create_flow(hello_flow(), "Hello flow")
         assert (await client.get_flow(flow.id)).name == "Hello flow"
-        chat = await client.create_chat(flow.id, "async chat")
+        chat = await client.create_chat(
+            flow.id,
+            "async chat",
+            max_agent_turns=20,
+            human_input_timeout=datetime.timedelta(minutes=5),
+            human_input_timeout_action="HUMAN_INPUT_TIMEOUT_ACTION_END_RUN",
+        )
+        assert chat.max_agent_turns == 20 and chat.human_input_timeout.ToTimedelta() == datetime.timedelta(minutes=5)
+        assert chat.human_input_timeout_action == chat_pb2.HUMAN_INPUT_TIMEOUT_ACTION_END_RUN
         sent = await client.send_message(chat.id, "hi")
 
         # Follow the run live: answer each question as it comes, stop at the run's end.
