@@ -24,10 +24,16 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(STAMP) node_modules/.installed
+# The TypeScript client (clients/typescript: its runtime, protoc-gen-es for `make gen`, tsc), with its own exactly
+# pinned package.json and package-lock.json.
+clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-## gen: regenerate gen/ (Python stubs + Envoy descriptor) from proto/
-gen: $(STAMP)
+install: $(STAMP) node_modules/.installed clients/typescript/node_modules/.installed
+
+## gen: regenerate gen/ (Python stubs + Envoy descriptor) and clients/typescript/src/gen from proto/
+gen: $(STAMP) node_modules/.installed clients/typescript/node_modules/.installed
 	$(PY) tools/gen.py
 
 ## lint: buf lint on the proto, ruff and mypy on the Python
@@ -37,7 +43,7 @@ lint: install
 	$(PY) -m mypy
 
 ## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running,
-## jq is installed if missing (the seed's curl steps pipe into it)
+## jq is installed if missing (the seed's curl steps pipe into it); the TypeScript client's test builds the client
 test: lint
 	tools/postgres.sh
 	tools/jq.sh

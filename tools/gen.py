@@ -1,7 +1,8 @@
 """Generate Python stubs, the Envoy descriptor set and the OpenAPI document (tools/openapi_doc.py) from proto/.
 
-Usage: python tools/gen.py [OUT_DIR]   (default: gen/)
-The staleness test runs it into a temporary directory and compares with gen/.
+Usage: python tools/gen.py [OUT_DIR]   (default: gen/; then also the TypeScript client's code, see below)
+       python tools/gen.py --typescript BASE_DIR   (only the TypeScript code, under BASE_DIR/clients/typescript/src/gen)
+The staleness test runs it into a temporary directory and compares with gen/ (and clients/typescript/src/gen).
 """
 
 from __future__ import annotations
@@ -80,5 +81,29 @@ def _openapi(out: Path, sources: list[str]) -> None:
         (out / OPENAPI_NAME).write_text(openapi_json(described.read_bytes()))
 
 
+TYPESCRIPT_TEMPLATE = ROOT / "clients" / "typescript" / "buf.gen.yaml"
+TYPESCRIPT_GEN = Path("clients") / "typescript" / "src" / "gen"
+
+
+def generate_typescript(base: Path) -> None:
+    """The TypeScript client's messages and service descriptors (protoc-gen-es, npm-installed in
+    clients/typescript: `make install`), by buf from the repository's buf.yaml, into base/clients/typescript/src/gen."""
+    import subprocess
+
+    buf = ROOT / "node_modules" / ".bin" / "buf"
+    plugin = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "protoc-gen-es"
+    for tool in (buf, plugin):
+        if not tool.exists():
+            raise SystemExit(f"{tool} is missing: `make install` installs it")
+    cmd = [str(buf), "generate", "--template", str(TYPESCRIPT_TEMPLATE), "-o", str(base)]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "gen")
+    if sys.argv[1:2] == ["--typescript"]:
+        generate_typescript(Path(sys.argv[2]))
+    elif len(sys.argv) > 1:
+        generate(Path(sys.argv[1]))
+    else:
+        generate(ROOT / "gen")
+        generate_typescript(ROOT)

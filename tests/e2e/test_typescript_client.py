@@ -9,7 +9,10 @@ against the same stack: every RPC, errors with code and reason, and a watch cut 
 from __future__ import annotations
 
 import base64
+import os
+import shutil
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from agentok.v1 import chat_service_pb2
 
 from ..support.fake_llm import FakeLlmServer
-from ..support.stack import Stack, create_key
+from ..support.stack import Stack, agentok_cli, create_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = ROOT / "clients" / "typescript"
@@ -128,3 +131,35 @@ def test_no_origin_is_granted_by_default(stack: Stack) -> None:
     """The session's stack lists no origin (the default): not even a plausible one gets a grant."""
     answer = _preflight(stack, "http://127.0.0.1:5173")
     assert "access-control-allow-origin" not in answer.headers
+
+
+def test_typescript_client_against_the_live_stack(web_stack: Stack, tmp_path: Path) -> None:
+    """The Node tests (compiled by tsc) run against this stack; every test there must pass."""
+    # Admin scope: the Node tests call ApiKeyService too.
+    key = (
+        agentok_cli(web_stack.env, "keys", "create", "node", "--owner", "node-owner", "--admin")
+        .strip()
+        .splitlines()[-1]
+    )
+    _, other = create_key(web_stack.env, "node-other", "node-other-owner")
+    env = {
+        **os.environ,
+        "AGENTOK_URL": web_stack.rest_url,
+        "AGENTOK_KEY": key,
+        "AGENTOK_OTHER_KEY": other,
+        "AGENTOK_EDGE_PORT": str(web_stack.envoy.listen_port),
+    }
+    npm = shutil.which("npm")
+    assert npm, "npm is required (make install uses it)"
+    build = subprocess.run([npm, "run", "--silent", "build"], cwd=CLIENT_DIR, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    run = subprocess.run(
+        ["node", "--test", "--test-reporter=spec", "dist/test/client.test.js"],
+        cwd=CLIENT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "# fail 0" in run.stdout or " fail 0" in run.stdout, run.stdout[-3000:]
