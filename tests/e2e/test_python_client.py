@@ -4,6 +4,7 @@ page after page, and a watch that goes on across server restarts with no gap and
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import queue
 import signal
@@ -203,58 +204,89 @@ def test_lists_are_read_page_after_page(client: Client) -> None:
     assert flow.id in [f.id for f in client.list_flows(page_size=1)]
 
 
-def _next_event(events: queue.Queue[ChatEvent | BaseException], until: Callable[[ChatEvent], bool]) -> ChatEvent:
-    """Blocks until the watcher thread delivers an event that `until` accepts (30 s at most)."""
-    while True:
-        item = events.get(timeout=30)
-        if isinstance(item, BaseException):
-            raise item
-        if until(item):
-            return item
+class Watcher:
+    """A watch of one chat in its own thread, from 0 to the run's end, with the blocking client or (`asyncio`)
+    the asyncio one in the thread's own event loop; what it yields is kept, and handed over as it comes."""
+
+    def __init__(self, stack: Stack, api_key: str, chat_id: str, *, asyncio_client: bool) -> None:
+        self.target, self.api_key, self.chat_id = stack.edge_target, api_key, chat_id
+        self.seen: list[ChatEvent] = []
+        self._delivered: queue.Queue[ChatEvent | BaseException] = queue.Queue()
+        self.thread = threading.Thread(target=self._follow_async if asyncio_client else self._follow)
+        self.thread.start()
+
+    def _keep(self, event: ChatEvent) -> None:
+        self.seen.append(event)
+        self._delivered.put(event)
+
+    def _follow(self) -> None:
+        try:
+            with Client(self.target, api_key=self.api_key) as client:
+                for event in client.watch(self.chat_id, until_finished=True):
+                    self._keep(event)
+        except BaseException as err:  # handed to the test's thread, which fails with it
+            self._delivered.put(err)
+
+    def _follow_async(self) -> None:
+        async def follow() -> None:
+            async with AsyncClient(self.target, api_key=self.api_key) as client:
+                async for event in client.watch(self.chat_id, until_finished=True):
+                    self._keep(event)
+
+        try:
+            asyncio.run(follow())
+        except BaseException as err:
+            self._delivered.put(err)
+
+    def next(self, until: Callable[[ChatEvent], bool]) -> ChatEvent:
+        """Blocks until the watch yields an event that `until` accepts (30 s at most)."""
+        while True:
+            item = self._delivered.get(timeout=30)
+            if isinstance(item, BaseException):
+                raise item
+            if until(item):
+                return item
 
 
 def _waiting(event: ChatEvent) -> bool:
     return event.HasField("status_changed") and event.status_changed.status == Status.wait_for_human_input
 
 
-def test_a_watch_goes_on_across_server_restarts_with_no_gap_and_no_repeat(own_stack: Stack, client: Client) -> None:
+def test_a_watch_goes_on_across_server_restarts_with_no_gap_and_no_repeat(
+    own_stack: Stack, client: Client, api_key: str
+) -> None:
     chat = client.create_chat(client.create_flow(hello_flow()).id)
     client.send_message(chat.id, "before the restarts")
+    watchers = [Watcher(own_stack, api_key, chat.id, asyncio_client=flavour) for flavour in (False, True)]
 
-    delivered: queue.Queue[ChatEvent | BaseException] = queue.Queue()
-    seen: list[ChatEvent] = []
+    def all_see(until: Callable[[ChatEvent], bool]) -> None:
+        for watcher in watchers:
+            watcher.next(until)
 
-    def watch() -> None:
-        try:
-            for event in client.watch(chat.id, until_finished=True):
-                seen.append(event)
-                delivered.put(event)
-        except BaseException as err:  # handed to the test's thread, which fails with it
-            delivered.put(err)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
-        _next_event(delivered, _waiting)
+        all_see(_waiting)
 
-        own_stack.server.stop(signal.SIGKILL)  # the stream breaks with no goodbye
+        own_stack.server.stop(signal.SIGKILL)  # the streams break with no goodbye
         own_stack.server.start()
         client.send_input(chat.id, "after a crash")
-        _next_event(delivered, lambda e: e.message_added.content == "after a crash")
-        _next_event(delivered, _waiting)
+        all_see(lambda e: e.message_added.content == "after a crash")
+        all_see(_waiting)
 
         assert own_stack.server.stop(signal.SIGTERM) == 0  # the server says it is going (server_shutdown)
         own_stack.server.start()
         client.send_input(chat.id, EXIT)
-        _next_event(delivered, lambda e: e.status_changed.status == Status.completed)
+        all_see(lambda e: e.status_changed.status == Status.completed)
     finally:
-        watcher.join(30)
-    assert not watcher.is_alive()
+        for watcher in watchers:
+            watcher.thread.join(30)
+    assert not any(watcher.thread.is_alive() for watcher in watchers)
 
-    # Every stored event exactly once, in order, none lost across the two restarts, the run's end last; what
-    # the watcher saw is the chat's history.
-    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
-    assert seen[-1].status_changed.status == Status.completed
-    contents = [e.message_added.content for e in seen if e.HasField("message_added")]
-    assert contents == [m.content for m in client.messages(chat.id)]
-    assert contents == ["before the restarts", REPLY, "after a crash", REPLY]  # "exit" ends it, unstored
+    # Each watch: every stored event exactly once, in order, none lost across the two restarts, the run's end
+    # last; what it saw is the chat's history.
+    history = [m.content for m in client.messages(chat.id)]
+    assert history == ["before the restarts", REPLY, "after a crash", REPLY]  # "exit" ends it, unstored
+    for watcher in watchers:
+        seen = watcher.seen
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+        assert seen[-1].status_changed.status == Status.completed
+        assert [e.message_added.content for e in seen if e.HasField("message_added")] == history
