@@ -14,6 +14,7 @@ AgentokError with the gRPC code and the ErrorInfo reason.
 
 from agentok.v1.chat_enums_pb2 import ChatStatus, MessageType
 from agentok.v1.chat_pb2 import Chat, ChatEvent, Message, ToolResult
+from agentok.v1.flow_pb2 import Flow
 
 from ._aio import AsyncClient
 from ._core import FINISHED, Reconnect, Status, StatusLike
@@ -35,6 +36,7 @@ __all__ = [
     "ChatStatus",
     "Client",
     "FieldViolation",
+    "Flow",
     "Message",
     "MessageType",
     "Reconnect",
