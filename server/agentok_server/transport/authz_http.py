@@ -40,6 +40,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import httptools
 from google.rpc import code_pb2, status_pb2
@@ -214,8 +215,8 @@ class _CheckProtocol(asyncio.Protocol):
         self._request = _Request()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though not an asyncio.Transport subclass under uvloop (whose classes are its own).
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
