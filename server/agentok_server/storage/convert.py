@@ -11,6 +11,7 @@ from ..domain.model import (
     Chat,
     ChatEvent,
     ChatStatus,
+    ChatUsage,
     EventKind,
     Flow,
     KeyScope,
@@ -23,6 +24,7 @@ from ..domain.model import (
     ToolCall,
     ToolKind,
     ToolResult,
+    Usage,
 )
 
 # A table object or a Core Row: both expose the columns as attributes.
@@ -51,6 +53,7 @@ def chat(row: RowLike) -> Chat:
             max_agent_turns=row.max_agent_turns,
             input_timeout_seconds=row.input_timeout_seconds,
             input_timeout_action=TimeoutAction(row.input_timeout_action),
+            max_tokens_per_run=row.max_tokens_per_run,
         ),
         run=RunState(
             run_no=row.run_no,
@@ -59,7 +62,37 @@ def chat(row: RowLike) -> Chat:
             input_deadline=_maybe_utc(row.input_deadline),
         ),
         pending_tool_calls=tool_calls(row.pending_tool_calls),
+        usage=chat_usage(row),
     )
+
+
+def chat_usage(row: RowLike) -> ChatUsage:
+    return ChatUsage(
+        run=Usage(row.run_prompt_tokens, row.run_completion_tokens, row.run_total_tokens),
+        total=Usage(row.prompt_tokens, row.completion_tokens, row.total_tokens),
+    )
+
+
+def usage(row: RowLike) -> Usage | None:
+    """A message's or a journal step's usage columns; None when the provider reported nothing."""
+    if row.prompt_tokens is None and row.completion_tokens is None and row.total_tokens is None:
+        return None  # most messages (a person's, a fixed reply's): no Usage to build and drop
+    found = Usage(row.prompt_tokens, row.completion_tokens, row.total_tokens)
+    return found if found.reported else None
+
+
+def usage_columns(found: Usage | None) -> dict[str, int | None]:
+    """The columns a message or a journal step stores its usage in (NULL for what is not reported)."""
+    found = found or Usage()
+    return {
+        "prompt_tokens": found.prompt_tokens,
+        "completion_tokens": found.completion_tokens,
+        "total_tokens": found.total_tokens,
+    }
+
+
+# A dict lookup, not the enum's own call (which searches its members): this runs for every message read.
+_MESSAGE_TYPES = {t.value: t for t in MessageType}
 
 
 def message(row: RowLike) -> Message:
@@ -67,13 +100,14 @@ def message(row: RowLike) -> Message:
         id=row.id,
         chat_id=row.chat_id,
         seq=row.seq,
-        type=MessageType(row.type),
+        type=_MESSAGE_TYPES[row.type],
         sender=row.sender,
         receiver=row.receiver,
         content=row.content,
         created_at=utc(row.created_at),
         tool_calls=tool_calls(row.tool_calls),
         tool_responses=tool_results(row.tool_responses),
+        usage=usage(row),
     )
 
 

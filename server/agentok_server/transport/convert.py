@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -27,6 +27,7 @@ from ..domain.model import (
     ToolCall,
     ToolKind,
     ToolResult,
+    Usage,
 )
 from ..domain.tools import Implementation, ToolDraft
 
@@ -35,10 +36,14 @@ _STATUS = {s: chat_enums_pb2.ChatStatus.Value.Value(s.value) for s in ChatStatus
 _TYPE = {t: chat_enums_pb2.MessageType.Value.Value(t.value) for t in MessageType}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """Timestamp.FromDatetime's value (a naive time is UTC) at a third of its cost: every chat and message read
+    converts one or two, and its pure-Python arithmetic showed in the profile of a ListMessages page."""
+    since = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 _TIMEOUT_ACTION = {
@@ -87,6 +92,9 @@ def chat(c: Chat) -> chat_pb2.Chat:
         max_agent_turns=c.budget.max_agent_turns,
         human_input_timeout_action=_TIMEOUT_ACTION[c.budget.input_timeout_action],
         pending_tool_calls=tool_calls(c.pending_tool_calls),
+        run_usage=usage(c.usage.run),
+        usage=usage(c.usage.total),
+        max_tokens_per_run=_int32(c.budget.max_tokens_per_run),
     )
     if c.budget.input_timeout_seconds:
         out.human_input_timeout.FromTimedelta(timedelta(seconds=c.budget.input_timeout_seconds))
@@ -95,8 +103,25 @@ def chat(c: Chat) -> chat_pb2.Chat:
     return out
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def _int32(count: int) -> int:
+    """A count as the API's int32 (plain JSON numbers on REST): a chat's all-time total may pass it."""
+    return min(count, _INT32_MAX)
+
+
+def usage(u: Usage) -> chat_pb2.Usage:
+    counts = {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
+    return chat_pb2.Usage(**{name: _int32(n) for name, n in counts.items() if n is not None})
+
+
 def message(m: Message) -> chat_pb2.Message:
-    return chat_pb2.Message(
+    out = chat_pb2.Message(
         id=m.id,
         chat_id=m.chat_id,
         seq=m.seq,
@@ -110,6 +135,9 @@ def message(m: Message) -> chat_pb2.Message:
             chat_pb2.ToolResult(call_id=r.call_id, content=r.content, is_error=r.is_error) for r in m.tool_responses
         ],
     )
+    if m.usage is not None:
+        out.usage.CopyFrom(usage(m.usage))
+    return out
 
 
 def tool_calls(calls: Sequence[ToolCall]) -> list[chat_pb2.ToolCall]:
@@ -137,6 +165,10 @@ def event(e: ChatEvent) -> chat_pb2.ChatEvent:
         out.chat_deleted.SetInParent()
     elif e.kind is EventKind.SHUTDOWN:
         out.server_shutdown.SetInParent()
+    elif e.kind is EventKind.DELTA and e.delta is not None:
+        out.message_delta.CopyFrom(
+            chat_pb2.MessageDelta(draft_id=e.delta.draft_id, sender=e.delta.sender, text=e.delta.text)
+        )
     else:
         out.keep_alive.SetInParent()
     return out
