@@ -5,13 +5,16 @@
 --   id: <seq>       the event's per-chat sequence number: the browser sends it back as Last-Event-ID when it
 --                   reconnects (keep-alives and server_shutdown repeat the last seq delivered, so the id stays
 --                   the last event the client has)
---   event: <kind>   message_added, status_changed, keep_alive, chat_deleted, server_shutdown
+--   event: <kind>   message_added, status_changed, keep_alive, chat_deleted, server_shutdown, message_delta
 --                   (addEventListener(kind, ...); onmessage sees only events without a kind)
+-- A message_delta (include_deltas=true) gets no id: it is live text, never stored or replayed, so it must not
+-- move Last-Event-ID; the browser keeps the id of the last stored event, and a reconnect replays from there
+-- (the stored message the deltas add up to included).
 -- and, on the request, maps a Last-Event-ID header to the after_seq query parameter. Last-Event-ID wins over an
 -- after_seq in the URL: a browser reconnects to the URL it was given first (after_seq=0, say), and the header
 -- is the newer word on where it got to.
 
-local KINDS = {"message_added", "status_changed", "keep_alive", "chat_deleted", "server_shutdown"}
+local KINDS = {"message_added", "status_changed", "keep_alive", "chat_deleted", "server_shutdown", "message_delta"}
 -- An int64 seq has at most 19 digits.
 local MAX_SEQ_DIGITS = 19
 
@@ -62,10 +65,10 @@ local function framed(event)
   end
   local out = {}
   local seq = string.match(json, '^{"event":{"seq":"(%d+)"')
-  if seq ~= nil then
+  local kind = kind_of(json)
+  if seq ~= nil and kind ~= "message_delta" then
     table.insert(out, "id: " .. seq .. "\n")
   end
-  local kind = kind_of(json)
   if kind ~= nil then
     table.insert(out, "event: " .. kind .. "\n")
   end

@@ -30,6 +30,7 @@ from .engine.python_tool import PythonToolRunner
 from .engine.tool_execution import ToolExecutor
 from .settings import Settings
 from .storage import schema
+from .storage.delta_relay import DELTA_CHANNEL, NotifyDeltaRelay
 from .storage.listener import ChangeListener
 from .storage.repository import Repository, make_engine
 from .transport.authz_http import CHECK_SECRET_NAME, AuthzHttpServer, CheckPolicy, new_check_secret
@@ -87,12 +88,19 @@ class App:
         keeper = self.runs.keep_leases(on_round=self.set_serving)
         self._background.append(asyncio.create_task(keeper, name="lease-keeper"))
         if self.repo.notifies:
+            name = f"agentok {self.repo.replica_id}"
             listener = ChangeListener(
                 self.settings.effective_database_url,
                 self.peers.changed,
                 self.peers.reconnected,
-                name=f"agentok {self.repo.replica_id}",
+                name=name,
+                on_delta=self.peers.delta,
+                delta_channel=DELTA_CHANNEL,
             )
+            # Message deltas to the other replicas' watchers (domain/deltas.py).
+            relay = NotifyDeltaRelay(self.settings.effective_database_url, self.repo.replica_id, name)
+            self.hub.relay = relay
+            self._background.append(asyncio.create_task(relay.run(), name="delta-relay"))
             self._background.append(asyncio.create_task(listener.run(), name="change-listener"))
             self._background.append(asyncio.create_task(self.peers.run(), name="peer-events"))
             await asyncio.wait_for(listener.connected.wait(), timeout=30)

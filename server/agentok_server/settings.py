@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     max_concurrent_runs_per_owner: int = Field(default=100, ge=1)
     default_input_timeout_seconds: float = Field(default=0.0, ge=0, description="0: wait for people forever")
     default_input_timeout_action: str = Field(default="skip", pattern="^(skip|end)$")
+    # Tokens (the provider's total_tokens, summed over a run's model calls) a run may use unless CreateChat
+    # sets max_tokens_per_run; a run that reaches it ends `completed`, saying why. 0: no token limit.
+    default_max_tokens_per_run: int = Field(default=0, ge=0)
     shutdown_grace_seconds: float = 5.0
 
     # Replicas (several servers on one PostgreSQL). A run is executed by the replica holding its lease; the

@@ -47,6 +47,7 @@ def test_sigkill_mid_model_call_resumes_and_repeats_the_call(own_stack: tuple[St
     chat = rest.create_chat(rest.create_flow(flow)["id"])
     rest.send(chat["id"], "hello")
     assert rest.chat(chat["id"])["status"] == "running"
+    fake_llm.wait_for_requests(model, 1)  # the call is in flight (not merely about to be made) when killed
 
     stack.server.stop(signal.SIGKILL)
     stack.server.start()

@@ -68,10 +68,10 @@ ENDLESS_FLOW: dict[str, Any] = {
 class NoModel:
     """The one part replaced: these flows never call a model (their agents reply with fixed text)."""
 
-    async def complete(self, *_: object) -> str:
+    async def complete(self, *_: object, **__: object) -> ModelReply:
         raise AssertionError("no model is called in these tests")
 
-    async def propose(self, *_: object) -> ModelReply:
+    async def propose(self, *_: object, **__: object) -> ModelReply:
         raise AssertionError("no model is called in these tests")
 
 

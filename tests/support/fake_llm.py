@@ -11,7 +11,12 @@ Behaviour is chosen per request by the `model` name, so tests sharing one server
 - `malformed` answers a broken body;
 - every answer carries OpenAI's `usage`, counted in words (`tokens()`): the prompt's contents, the reply's;
 - `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request. A wait ends early
-  when the client closes the connection (a cancelled or timed-out call), which is recorded as a hang-up.
+  when the client closes the connection (a cancelled or timed-out call), which is recorded as a hang-up;
+- a request with `stream: true` is answered with OpenAI's server-sent chunks: the reply's content one word
+  per chunk, a tool call's arguments in two pieces, then (with `stream_options.include_usage`) a usage
+  chunk and `data: [DONE]`; any model starting `json-` answers plain JSON even then (a provider that does
+  not stream); `drip-<seconds>` streams with that pause between chunks; a model `hold()` was called for
+  sends its first word, then waits until `release()` (or the client hangs up) before the rest.
 A mode may carry any suffix after its number (`slow-20-af0f4f5d`, as `unique_model("slow-20")` makes), so
 each test gets its own request log. Every request's headers and JSON body are recorded by model, and tests
 can block until a request (or a hang-up) has arrived instead of polling.
@@ -77,6 +82,46 @@ class Answer:
     status: int
     body: bytes
     delay: float = 0.0  # seconds to wait before answering (ends early if the client hangs up)
+    # A streamed answer: its server-sent events, each written on its own; `body` is then unused.
+    chunks: list[bytes] | None = None
+    pause: float = 0.0  # between chunks
+    gate: threading.Event | None = None  # waited for after the first word
+
+
+def _sse(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def stream_chunks(model: str, reply: dict[str, Any], finish: str, usage: dict[str, int] | None) -> list[bytes]:
+    """`reply` (an assistant message) as OpenAI streams it: role first, content word by word, each tool call
+    as a head (id, name, first half of its arguments) and a tail, the finish reason, the usage, [DONE]."""
+    base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "model": model}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    content = reply.get("content") or ""
+    out += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*|\s+", content)]
+    for index, call in enumerate(reply.get("tool_calls") or ()):
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        head = {"index": index, "id": call["id"], "type": "function"}
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {**head, "function": {"name": call["function"]["name"], "arguments": arguments[:half]}}
+                    ]
+                }
+            )
+        )
+        out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}))
+    out.append(chunk({}, finish))
+    if usage is not None:
+        out.append(_sse({**base, "choices": [], "usage": usage}))
+    out.append(_sse("[DONE]"))
+    return out
 
 
 class FakeLlm:
@@ -87,6 +132,20 @@ class FakeLlm:
         self._scripts: dict[str, deque[str | dict[str, Any]]] = {}
         self._recorded: dict[str, list[Recorded]] = defaultdict(list)
         self._hangups: dict[str, int] = defaultdict(int)
+        # model -> (requests answered before the gate applies, the gate)
+        self._gates: dict[str, tuple[int, threading.Event]] = {}
+
+    def hold(self, model: str, after: int = 0) -> None:
+        """`model`'s streamed answers (those after its first `after` requests) stop after their first word
+        until `release(model)`."""
+        with self._lock:
+            self._gates[model] = (after, threading.Event())
+
+    def release(self, model: str) -> None:
+        with self._lock:
+            held = self._gates.pop(model, None)
+        if held is not None:
+            held[1].set()
 
     def script(self, model: str, replies: list[str | dict[str, Any]]) -> None:
         with self._lock:
@@ -154,16 +213,24 @@ class FakeLlm:
         else:
             content = scripted if scripted is not None else f"{last} ack"
             reply, finish = {"role": "assistant", "content": content}, "stop"
+        usage = {
+            "prompt_tokens": (prompt := sum(tokens(m.get("content")) for m in body.get("messages", []))),
+            "completion_tokens": (completion := tokens(reply.get("content"))),
+            "total_tokens": prompt + completion,
+        }
+        if body.get("stream") and not model.startswith("json-"):
+            with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            with self._lock:
+                after, gate = self._gates.get(model, (0, None))
+            gate = gate if count > after else None
+            chunks = stream_chunks(model, reply, finish, usage if with_usage else None)
+            return Answer(200, b"", delay, chunks, _mode_number(model, "drip-") or 0.0, gate)
         payload = {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "model": model,
             "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
-            "usage": {
-                "prompt_tokens": (prompt := sum(tokens(m.get("content")) for m in body.get("messages", []))),
-                "completion_tokens": (completion := tokens(reply.get("content"))),
-                "total_tokens": prompt + completion,
-            },
+            "usage": usage,
         }
         return Answer(200, json.dumps(payload).encode(), delay)
 
@@ -185,11 +252,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.hung_up(str(body.get("model", "")))
             self.close_connection = True
             return
+        if answer.chunks is not None:
+            self._stream(answer, str(body.get("model", "")))
+            return
         self.send_response(answer.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(answer.body)))
         self.end_headers()
         self.wfile.write(answer.body)
+
+    def _stream(self, answer: Answer, model: str) -> None:
+        """Server-sent events, each flushed on its own (no content-length: the connection ends the body)."""
+        assert answer.chunks is not None
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for number, chunk in enumerate(answer.chunks):
+                if number == 2 and answer.gate is not None:  # after the role chunk and the first word
+                    while not answer.gate.is_set():
+                        if not self._client_stays(0.05):
+                            self.fake.hung_up(model)
+                            return
+                elif number and answer.pause and not self._client_stays(answer.pause):
+                    self.fake.hung_up(model)
+                    return
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.fake.hung_up(model)
 
     def _client_stays(self, seconds: float) -> bool:
         """Waits `seconds` (this server's own thread); False as soon as the client closes the connection.

@@ -16,7 +16,7 @@ from agentok_server.domain.metrics import NO_OBSERVER, Observer
 from agentok_server.domain.model import Chat, ChatEvent, ChatStatus, Tool, ToolCall, ToolResult
 from agentok_server.domain.runs import RunManager
 from agentok_server.engine.code_execution import CodeBlock
-from agentok_server.engine.llm import Endpoint
+from agentok_server.engine.llm import Endpoint, OnDelta
 from agentok_server.engine.tool_calls import ModelReply
 from agentok_server.settings import Settings
 
@@ -44,13 +44,22 @@ class ScriptedModel:
         for text in replies:
             self._replies.put_nowait(text)
 
-    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str:
+    async def complete(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], *, on_delta: OnDelta | None = None
+    ) -> ModelReply:
         reply = await self._next(messages, [])
-        assert isinstance(reply, str), f"a model offered no tools was scripted to call tools: {reply}"
-        return reply
+        if isinstance(reply, ModelReply):
+            assert not reply.tool_calls, f"a model offered no tools was scripted to call tools: {reply}"
+            return reply
+        return ModelReply(reply)
 
     async def propose(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         """A text reply scripted for a call that offers tools is a reply that calls none."""
         reply = await self._next(messages, tools)

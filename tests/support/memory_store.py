@@ -317,6 +317,7 @@ class MemoryStore:
                     created_at=at,
                     tool_calls=item.tool_calls,
                     tool_responses=item.tool_responses,
+                    usage=item.usage,
                 )
                 events.append(ChatEvent(chat_id=chat_id, seq=seq, time=at, kind=EventKind.MESSAGE, message=message))
             else:
@@ -339,6 +340,7 @@ class MemoryStore:
             last_seq=seq,
             updated_at=at,
             run=run,
+            usage=chat.usage.after(journal, new_run=start_run is not None),
         )
         return StepResult(chat=row.chat, events=events)
 

@@ -3,13 +3,15 @@ what it retries, and what an error that ends a run says (the provider's reason, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
+from agentok_server.domain.model import Usage
 from agentok_server.engine.egress import EgressPolicy
 from agentok_server.engine.llm import PROVIDER_MESSAGE_LIMIT, Endpoint, LlmClient, LlmError, _provider_says
+from agentok_server.engine.tool_calls import ModelReply
 
 from ..support.api import unique_model
 from ..support.fake_llm import FakeLlmServer
@@ -50,7 +52,7 @@ async def test_sends_the_key_as_a_bearer_token_and_the_sampling_settings(
     reply = await client.complete(
         _endpoint(server, model, temperature=0.2, max_tokens=64), [{"role": "user", "content": "hi"}]
     )
-    assert reply == "hi ack"
+    assert reply.content == "hi ack"
     (request,) = server.fake.recorded_for(model)
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.body["temperature"] == 0.2 and request.body["max_tokens"] == 64
@@ -58,7 +60,9 @@ async def test_sends_the_key_as_a_bearer_token_and_the_sampling_settings(
 
 async def test_a_transient_failure_is_retried(server: FakeLlmServer, client: LlmClient) -> None:
     model = unique_model("failonce-503")
-    assert await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}]) == "hi ack"
+    assert await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}]) == ModelReply(
+        "hi ack", usage=Usage(1, 2, 3)
+    )
     assert len(server.fake.requests_for(model)) == 2
 
 
@@ -75,13 +79,11 @@ async def test_a_refusal_quotes_the_provider_but_never_the_key(server: FakeLlmSe
 
 def test_a_provider_message_is_one_line_truncated_and_keyless() -> None:
     long = "line one\nline two " + "x" * 2000 + f" {KEY}"
-    said = _provider_says(httpx.Response(400, json={"error": {"message": long}}), KEY)
+    said = _provider_says(json.dumps({"error": {"message": long}}).encode(), KEY)
     assert said.startswith("line one line two x") and said.endswith("...")
     assert len(said) == PROVIDER_MESSAGE_LIMIT and KEY[:8] not in said
     # The key cut out wherever it is, not only in what survives the truncation.
-    assert (
-        _provider_says(httpx.Response(401, json={"error": {"message": f"{KEY}{KEY}"}}), KEY) == "<redacted><redacted>"
-    )
+    assert _provider_says(json.dumps({"error": {"message": f"{KEY}{KEY}"}}).encode(), KEY) == "<redacted><redacted>"
     # Bodies that are not OpenAI's shape give no reason rather than an error.
-    assert _provider_says(httpx.Response(502, text="<html>bad gateway</html>"), KEY) == ""
-    assert _provider_says(httpx.Response(400, json={"error": "plain"}), KEY) == "plain"
+    assert _provider_says(b"<html>bad gateway</html>", KEY) == ""
+    assert _provider_says(json.dumps({"error": "plain"}).encode(), KEY) == "plain"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from agentok_server.domain.keys import KeyService, hash_secret
 from agentok_server.domain.metrics import ModelCall, ModelCallOutcome, RunOutcome
-from agentok_server.domain.model import ApiKey, ChatStatus, KeyScope
+from agentok_server.domain.model import ApiKey, ChatStatus, KeyScope, Usage
 from agentok_server.engine.egress import EgressPolicy
 from agentok_server.engine.llm import Endpoint, LlmClient, LlmError, _usage
 from agentok_server.settings import Settings
@@ -210,7 +210,9 @@ async def test_a_model_call_reports_its_tokens_and_retries(
 ) -> None:
     client, recorder = reported
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
-    assert await client.complete(_endpoint(llm_server.base_url, unique_model()), messages) == "hello there ack"
+    assert (
+        await client.complete(_endpoint(llm_server.base_url, unique_model()), messages)
+    ).content == "hello there ack"
     assert await client.complete(_endpoint(llm_server.base_url, unique_model("failonce-503")), messages)
     first, retried = recorder.calls
     assert (first.outcome, first.retries, first.prompt_tokens, first.completion_tokens) == (
@@ -248,10 +250,12 @@ async def test_a_refused_endpoint_reports_not_allowed(reported: tuple[LlmClient,
 
 
 def test_usage_is_read_only_where_it_is_a_count() -> None:
-    assert _usage({"usage": {"prompt_tokens": 7, "completion_tokens": 3}}) == (7, 3)
-    assert _usage({"usage": {"prompt_tokens": True, "completion_tokens": -1}}) == (None, None)
-    assert _usage({"usage": "lots"}) == (None, None)
-    assert _usage({}) == (None, None)
+    assert _usage({"usage": {"prompt_tokens": 7, "completion_tokens": 3}}) == Usage(7, 3, None)
+    assert _usage({"usage": {"prompt_tokens": True, "completion_tokens": -1, "total_tokens": 4}}) == Usage(
+        None, None, 4
+    )
+    assert not _usage({"usage": "lots"}).reported
+    assert not _usage({}).reported
 
 
 # -- the interceptor, on a real server ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/chat.proto\x12\nagentok.v1\x1a\x1b\x61gentok/v1/chat_enums.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x05\n\x04\x43hat\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tfrom_type\x18\x03 \x01(\t\x12\'\n\tfrom_flow\x18\x04 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.ValueB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cinput_prompt\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fmax_agent_turns\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12<\n\x13human_input_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12M\n\x1ahuman_input_timeout_action\x18\r \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutActionB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x12pending_tool_calls\x18\x0f \x03(\x0b\x32\x14.agentok.v1.ToolCallB\x04\xe2\x41\x01\x03:3\xea\x41\x30\n\x0f\x61gentok.ai/Chat\x12\x0c\x63hats/{chat}\x1a\x02id*\x05\x63hats2\x04\x63hat\"\xed\x02\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x07\x63hat_id\x18\x02 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x1d.agentok.v1.MessageType.ValueB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08receiver\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\ntool_calls\x18\t \x03(\x0b\x32\x14.agentok.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x34\n\x0etool_responses\x18\n \x03(\x0b\x32\x16.agentok.v1.ToolResultB\x04\xe2\x41\x01\x03\"<\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\xe9\x02\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12%\n\x07\x63hat_id\x18\x02 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\rmessage_added\x18\x04 \x01(\x0b\x32\x13.agentok.v1.MessageH\x00\x12\x33\n\x0estatus_changed\x18\x05 \x01(\x0b\x32\x19.agentok.v1.StatusChangedH\x00\x12/\n\x0c\x63hat_deleted\x18\x06 \x01(\x0b\x32\x17.agentok.v1.ChatDeletedH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.agentok.v1.KeepAliveH\x00\x12\x35\n\x0fserver_shutdown\x18\x08 \x01(\x0b\x32\x1a.agentok.v1.ServerShutdownH\x00\x42\x06\n\x04kind\"\x10\n\x0eServerShutdown\"\x94\x01\n\rStatusChanged\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.Value\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x14\n\x0cinput_prompt\x18\x03 \x01(\t\x12\x30\n\x12pending_tool_calls\x18\x04 \x03(\x0b\x32\x14.agentok.v1.ToolCall\"\r\n\x0b\x43hatDeleted\"\x0b\n\tKeepAlive*\x92\x01\n\x17HumanInputTimeoutAction\x12*\n&HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1fHUMAN_INPUT_TIMEOUT_ACTION_SKIP\x10\x01\x12&\n\"HUMAN_INPUT_TIMEOUT_ACTION_END_RUN\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentok/v1/chat.proto\x12\nagentok.v1\x1a\x1b\x61gentok/v1/chat_enums.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x06\n\x04\x43hat\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tfrom_type\x18\x03 \x01(\t\x12\'\n\tfrom_flow\x18\x04 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.ValueB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cinput_prompt\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08last_seq\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fmax_agent_turns\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12<\n\x13human_input_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12M\n\x1ahuman_input_timeout_action\x18\r \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutActionB\x04\xe2\x41\x01\x03\x12\x38\n\x0einput_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x12pending_tool_calls\x18\x0f \x03(\x0b\x32\x14.agentok.v1.ToolCallB\x04\xe2\x41\x01\x03\x12*\n\trun_usage\x18\x10 \x01(\x0b\x32\x11.agentok.v1.UsageB\x04\xe2\x41\x01\x03\x12&\n\x05usage\x18\x11 \x01(\x0b\x32\x11.agentok.v1.UsageB\x04\xe2\x41\x01\x03\x12 \n\x12max_tokens_per_run\x18\x12 \x01(\x05\x42\x04\xe2\x41\x01\x03:3\xea\x41\x30\n\x0f\x61gentok.ai/Chat\x12\x0c\x63hats/{chat}\x1a\x02id*\x05\x63hats2\x04\x63hat\"\x97\x01\n\x05Usage\x12\x1a\n\rprompt_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0ctotal_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x42\x10\n\x0e_prompt_tokensB\x14\n\x12_completion_tokensB\x0f\n\r_total_tokens\"\x95\x03\n\x07Message\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x07\x63hat_id\x18\x02 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\x03seq\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x31\n\x04type\x18\x04 \x01(\x0e\x32\x1d.agentok.v1.MessageType.ValueB\x04\xe2\x41\x01\x03\x12\x14\n\x06sender\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08receiver\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12.\n\ntool_calls\x18\t \x03(\x0b\x32\x14.agentok.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x34\n\x0etool_responses\x18\n \x03(\x0b\x32\x16.agentok.v1.ToolResultB\x04\xe2\x41\x01\x03\x12&\n\x05usage\x18\x0b \x01(\x0b\x32\x11.agentok.v1.UsageB\x04\xe2\x41\x01\x03\"<\n\x08ToolCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"@\n\nToolResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\x9c\x03\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12%\n\x07\x63hat_id\x18\x02 \x01(\tB\x14\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\rmessage_added\x18\x04 \x01(\x0b\x32\x13.agentok.v1.MessageH\x00\x12\x33\n\x0estatus_changed\x18\x05 \x01(\x0b\x32\x19.agentok.v1.StatusChangedH\x00\x12/\n\x0c\x63hat_deleted\x18\x06 \x01(\x0b\x32\x17.agentok.v1.ChatDeletedH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.agentok.v1.KeepAliveH\x00\x12\x35\n\x0fserver_shutdown\x18\x08 \x01(\x0b\x32\x1a.agentok.v1.ServerShutdownH\x00\x12\x31\n\rmessage_delta\x18\t \x01(\x0b\x32\x18.agentok.v1.MessageDeltaH\x00\x42\x06\n\x04kind\">\n\x0cMessageDelta\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x10\n\x0eServerShutdown\"\x94\x01\n\rStatusChanged\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.agentok.v1.ChatStatus.Value\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x14\n\x0cinput_prompt\x18\x03 \x01(\t\x12\x30\n\x12pending_tool_calls\x18\x04 \x03(\x0b\x32\x14.agentok.v1.ToolCall\"\r\n\x0b\x43hatDeleted\"\x0b\n\tKeepAlive*\x92\x01\n\x17HumanInputTimeoutAction\x12*\n&HUMAN_INPUT_TIMEOUT_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1fHUMAN_INPUT_TIMEOUT_ACTION_SKIP\x10\x01\x12&\n\"HUMAN_INPUT_TIMEOUT_ACTION_END_RUN\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,6 +62,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHAT'].fields_by_name['input_deadline']._serialized_options = b'\342A\001\003'
   _globals['_CHAT'].fields_by_name['pending_tool_calls']._loaded_options = None
   _globals['_CHAT'].fields_by_name['pending_tool_calls']._serialized_options = b'\342A\001\003'
+  _globals['_CHAT'].fields_by_name['run_usage']._loaded_options = None
+  _globals['_CHAT'].fields_by_name['run_usage']._serialized_options = b'\342A\001\003'
+  _globals['_CHAT'].fields_by_name['usage']._loaded_options = None
+  _globals['_CHAT'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
+  _globals['_CHAT'].fields_by_name['max_tokens_per_run']._loaded_options = None
+  _globals['_CHAT'].fields_by_name['max_tokens_per_run']._serialized_options = b'\342A\001\003'
   _globals['_CHAT']._loaded_options = None
   _globals['_CHAT']._serialized_options = b'\352A0\n\017agentok.ai/Chat\022\014chats/{chat}\032\002id*\005chats2\004chat'
   _globals['_MESSAGE'].fields_by_name['id']._loaded_options = None
@@ -84,26 +90,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['tool_calls']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['tool_responses']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['tool_responses']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['usage']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
   _globals['_CHATEVENT'].fields_by_name['chat_id']._loaded_options = None
   _globals['_CHATEVENT'].fields_by_name['chat_id']._serialized_options = b'\372A\021\n\017agentok.ai/Chat'
-  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_start=1922
-  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_end=2068
+  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_start=2349
+  _globals['_HUMANINPUTTIMEOUTACTION']._serialized_end=2495
   _globals['_CHAT']._serialized_start=192
-  _globals['_CHAT']._serialized_end=862
-  _globals['_MESSAGE']._serialized_start=865
-  _globals['_MESSAGE']._serialized_end=1230
-  _globals['_TOOLCALL']._serialized_start=1232
-  _globals['_TOOLCALL']._serialized_end=1292
-  _globals['_TOOLRESULT']._serialized_start=1294
-  _globals['_TOOLRESULT']._serialized_end=1358
-  _globals['_CHATEVENT']._serialized_start=1361
-  _globals['_CHATEVENT']._serialized_end=1722
-  _globals['_SERVERSHUTDOWN']._serialized_start=1724
-  _globals['_SERVERSHUTDOWN']._serialized_end=1740
-  _globals['_STATUSCHANGED']._serialized_start=1743
-  _globals['_STATUSCHANGED']._serialized_end=1891
-  _globals['_CHATDELETED']._serialized_start=1893
-  _globals['_CHATDELETED']._serialized_end=1906
-  _globals['_KEEPALIVE']._serialized_start=1908
-  _globals['_KEEPALIVE']._serialized_end=1919
+  _globals['_CHAT']._serialized_end=980
+  _globals['_USAGE']._serialized_start=983
+  _globals['_USAGE']._serialized_end=1134
+  _globals['_MESSAGE']._serialized_start=1137
+  _globals['_MESSAGE']._serialized_end=1542
+  _globals['_TOOLCALL']._serialized_start=1544
+  _globals['_TOOLCALL']._serialized_end=1604
+  _globals['_TOOLRESULT']._serialized_start=1606
+  _globals['_TOOLRESULT']._serialized_end=1670
+  _globals['_CHATEVENT']._serialized_start=1673
+  _globals['_CHATEVENT']._serialized_end=2085
+  _globals['_MESSAGEDELTA']._serialized_start=2087
+  _globals['_MESSAGEDELTA']._serialized_end=2149
+  _globals['_SERVERSHUTDOWN']._serialized_start=2151
+  _globals['_SERVERSHUTDOWN']._serialized_end=2167
+  _globals['_STATUSCHANGED']._serialized_start=2170
+  _globals['_STATUSCHANGED']._serialized_end=2318
+  _globals['_CHATDELETED']._serialized_start=2320
+  _globals['_CHATDELETED']._serialized_end=2333
+  _globals['_KEEPALIVE']._serialized_start=2335
+  _globals['_KEEPALIVE']._serialized_end=2346
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/chat_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\"9\n\x10ListChatsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x0eGetChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"\x9b\x02\n\x11\x43reateChatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\tfrom_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\tfrom_flow\x18\x03 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x17\n\x0fmax_agent_turns\x18\x04 \x01(\x05\x12\x36\n\x13human_input_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x1ahuman_input_timeout_action\x18\x06 \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutAction\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\"4\n\x12\x43reateChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\">\n\x11\x44\x65leteChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"\x14\n\x12\x44\x65leteChatResponse\"p\n\x12SendMessageRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"[\n\x13SendMessageResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.agentok.v1.Message\"g\n\x13ListMessagesRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.agentok.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x10SendInputRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x1a\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x16.agentok.v1.ToolResultB\x04\xe2\x41\x01\x01\x42\n\n\x08_message\">\n\x11\x43\x61ncelChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"4\n\x12\x43\x61ncelChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"3\n\x11SendInputResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"h\n\x10WatchChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x16\n\x0euntil_finished\x18\x03 \x01(\x08\"9\n\x11WatchChatResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentok.v1.ChatEvent2\x9a\n\n\x0b\x43hatService\x12l\n\tListChats\x12\x1c.agentok.v1.ListChatsRequest\x1a\x1d.agentok.v1.ListChatsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x06/chatsZ\x0b\x12\t/v1/chatsb\x05\x63hats\x12y\n\x07GetChat\x12\x1a.agentok.v1.GetChatRequest\x1a\x1b.agentok.v1.GetChatResponse\"5\x82\xd3\xe4\x93\x02/\x12\x10/chats/{chat_id}Z\x15\x12\x13/v1/chats/{chat_id}b\x04\x63hat\x12t\n\nCreateChat\x12\x1d.agentok.v1.CreateChatRequest\x1a\x1e.agentok.v1.CreateChatResponse\"\'\x82\xd3\xe4\x93\x02!\"\x06/chats:\x01*Z\x0e\"\t/v1/chats:\x01*b\x04\x63hat\x12|\n\nDeleteChat\x12\x1d.agentok.v1.DeleteChatRequest\x1a\x1e.agentok.v1.DeleteChatResponse\"/\x82\xd3\xe4\x93\x02)*\x10/chats/{chat_id}Z\x15*\x13/v1/chats/{chat_id}\x12\x9d\x01\n\x0bSendMessage\x12\x1e.agentok.v1.SendMessageRequest\x1a\x1f.agentok.v1.SendMessageResponse\"M\x82\xd3\xe4\x93\x02G\"\x19/chats/{chat_id}/messages:\x01*Z!\"\x1c/v1/chats/{chat_id}/messages:\x01*b\x04\x63hat\x12\x9e\x01\n\x0cListMessages\x12\x1f.agentok.v1.ListMessagesRequest\x1a .agentok.v1.ListMessagesResponse\"K\x82\xd3\xe4\x93\x02\x45\x12\x19/chats/{chat_id}/messagesZ\x1e\x12\x1c/v1/chats/{chat_id}/messagesb\x08messages\x12\x91\x01\n\tSendInput\x12\x1c.agentok.v1.SendInputRequest\x1a\x1d.agentok.v1.SendInputResponse\"G\x82\xd3\xe4\x93\x02\x41\"\x16/chats/{chat_id}/input:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/input:\x01*b\x04\x63hat\x12\xce\x01\n\nCancelChat\x12\x1d.agentok.v1.CancelChatRequest\x1a\x1e.agentok.v1.CancelChatResponse\"\x80\x01\x82\xd3\xe4\x93\x02z\"\x16/chats/{chat_id}/abort:\x01*Z\x1c\"\x17/chats/{chat_id}:cancel:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/abort:\x01*Z\x1f\"\x1a/v1/chats/{chat_id}:cancel:\x01*\x12\x87\x01\n\tWatchChat\x12\x1c.agentok.v1.WatchChatRequest\x1a\x1d.agentok.v1.WatchChatResponse\";\x82\xd3\xe4\x93\x02\x35\x12\x16/chats/{chat_id}/watchZ\x1b\x12\x19/v1/chats/{chat_id}/watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentok/v1/chat_service.proto\x12\nagentok.v1\x1a\x15\x61gentok/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\"9\n\x10ListChatsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListChatsResponse\x12\x1f\n\x05\x63hats\x18\x01 \x03(\x0b\x32\x10.agentok.v1.Chat\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x0eGetChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"1\n\x0fGetChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"\xbd\x02\n\x11\x43reateChatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\tfrom_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\tfrom_flow\x18\x03 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Flow\x12\x17\n\x0fmax_agent_turns\x18\x04 \x01(\x05\x12\x36\n\x13human_input_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12G\n\x1ahuman_input_timeout_action\x18\x06 \x01(\x0e\x32#.agentok.v1.HumanInputTimeoutAction\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12 \n\x12max_tokens_per_run\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01\"4\n\x12\x43reateChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\">\n\x11\x44\x65leteChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"\x14\n\x12\x44\x65leteChatResponse\"p\n\x12SendMessageRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"[\n\x13SendMessageResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.agentok.v1.Message\"g\n\x13ListMessagesRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListMessagesResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.agentok.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x10SendInputRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x1a\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x0ctool_results\x18\x04 \x03(\x0b\x32\x16.agentok.v1.ToolResultB\x04\xe2\x41\x01\x01\x42\n\n\x08_message\">\n\x11\x43\x61ncelChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\"4\n\x12\x43\x61ncelChatResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"3\n\x11SendInputResponse\x12\x1e\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x10.agentok.v1.Chat\"\x86\x01\n\x10WatchChatRequest\x12)\n\x07\x63hat_id\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x61gentok.ai/Chat\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x16\n\x0euntil_finished\x18\x03 \x01(\x08\x12\x1c\n\x0einclude_deltas\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"9\n\x11WatchChatResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentok.v1.ChatEvent2\x9a\n\n\x0b\x43hatService\x12l\n\tListChats\x12\x1c.agentok.v1.ListChatsRequest\x1a\x1d.agentok.v1.ListChatsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x06/chatsZ\x0b\x12\t/v1/chatsb\x05\x63hats\x12y\n\x07GetChat\x12\x1a.agentok.v1.GetChatRequest\x1a\x1b.agentok.v1.GetChatResponse\"5\x82\xd3\xe4\x93\x02/\x12\x10/chats/{chat_id}Z\x15\x12\x13/v1/chats/{chat_id}b\x04\x63hat\x12t\n\nCreateChat\x12\x1d.agentok.v1.CreateChatRequest\x1a\x1e.agentok.v1.CreateChatResponse\"\'\x82\xd3\xe4\x93\x02!\"\x06/chats:\x01*Z\x0e\"\t/v1/chats:\x01*b\x04\x63hat\x12|\n\nDeleteChat\x12\x1d.agentok.v1.DeleteChatRequest\x1a\x1e.agentok.v1.DeleteChatResponse\"/\x82\xd3\xe4\x93\x02)*\x10/chats/{chat_id}Z\x15*\x13/v1/chats/{chat_id}\x12\x9d\x01\n\x0bSendMessage\x12\x1e.agentok.v1.SendMessageRequest\x1a\x1f.agentok.v1.SendMessageResponse\"M\x82\xd3\xe4\x93\x02G\"\x19/chats/{chat_id}/messages:\x01*Z!\"\x1c/v1/chats/{chat_id}/messages:\x01*b\x04\x63hat\x12\x9e\x01\n\x0cListMessages\x12\x1f.agentok.v1.ListMessagesRequest\x1a .agentok.v1.ListMessagesResponse\"K\x82\xd3\xe4\x93\x02\x45\x12\x19/chats/{chat_id}/messagesZ\x1e\x12\x1c/v1/chats/{chat_id}/messagesb\x08messages\x12\x91\x01\n\tSendInput\x12\x1c.agentok.v1.SendInputRequest\x1a\x1d.agentok.v1.SendInputResponse\"G\x82\xd3\xe4\x93\x02\x41\"\x16/chats/{chat_id}/input:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/input:\x01*b\x04\x63hat\x12\xce\x01\n\nCancelChat\x12\x1d.agentok.v1.CancelChatRequest\x1a\x1e.agentok.v1.CancelChatResponse\"\x80\x01\x82\xd3\xe4\x93\x02z\"\x16/chats/{chat_id}/abort:\x01*Z\x1c\"\x17/chats/{chat_id}:cancel:\x01*Z\x1e\"\x19/v1/chats/{chat_id}/abort:\x01*Z\x1f\"\x1a/v1/chats/{chat_id}:cancel:\x01*\x12\x87\x01\n\tWatchChat\x12\x1c.agentok.v1.WatchChatRequest\x1a\x1d.agentok.v1.WatchChatResponse\";\x82\xd3\xe4\x93\x02\x35\x12\x16/chats/{chat_id}/watchZ\x1b\x12\x19/v1/chats/{chat_id}/watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHATREQUEST'].fields_by_name['from_flow']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Flow'
   _globals['_CREATECHATREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATECHATREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_CREATECHATREQUEST'].fields_by_name['max_tokens_per_run']._loaded_options = None
+  _globals['_CREATECHATREQUEST'].fields_by_name['max_tokens_per_run']._serialized_options = b'\342A\001\001'
   _globals['_DELETECHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
   _globals['_DELETECHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_SENDMESSAGEREQUEST'].fields_by_name['chat_id']._loaded_options = None
@@ -66,6 +68,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
   _globals['_WATCHCHATREQUEST'].fields_by_name['chat_id']._loaded_options = None
   _globals['_WATCHCHATREQUEST'].fields_by_name['chat_id']._serialized_options = b'\342A\001\002\372A\021\n\017agentok.ai/Chat'
+  _globals['_WATCHCHATREQUEST'].fields_by_name['include_deltas']._loaded_options = None
+  _globals['_WATCHCHATREQUEST'].fields_by_name['include_deltas']._serialized_options = b'\342A\001\001'
   _globals['_CHATSERVICE'].methods_by_name['ListChats']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['ListChats']._serialized_options = b'\202\323\344\223\002\034\022\006/chatsZ\013\022\t/v1/chatsb\005chats'
   _globals['_CHATSERVICE'].methods_by_name['GetChat']._loaded_options = None
@@ -93,33 +97,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHATRESPONSE']._serialized_start=389
   _globals['_GETCHATRESPONSE']._serialized_end=438
   _globals['_CREATECHATREQUEST']._serialized_start=441
-  _globals['_CREATECHATREQUEST']._serialized_end=724
-  _globals['_CREATECHATRESPONSE']._serialized_start=726
-  _globals['_CREATECHATRESPONSE']._serialized_end=778
-  _globals['_DELETECHATREQUEST']._serialized_start=780
-  _globals['_DELETECHATREQUEST']._serialized_end=842
-  _globals['_DELETECHATRESPONSE']._serialized_start=844
-  _globals['_DELETECHATRESPONSE']._serialized_end=864
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=866
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=978
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=980
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=1071
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1073
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1176
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1178
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1264
-  _globals['_SENDINPUTREQUEST']._serialized_start=1267
-  _globals['_SENDINPUTREQUEST']._serialized_end=1446
-  _globals['_CANCELCHATREQUEST']._serialized_start=1448
-  _globals['_CANCELCHATREQUEST']._serialized_end=1510
-  _globals['_CANCELCHATRESPONSE']._serialized_start=1512
-  _globals['_CANCELCHATRESPONSE']._serialized_end=1564
-  _globals['_SENDINPUTRESPONSE']._serialized_start=1566
-  _globals['_SENDINPUTRESPONSE']._serialized_end=1617
-  _globals['_WATCHCHATREQUEST']._serialized_start=1619
-  _globals['_WATCHCHATREQUEST']._serialized_end=1723
-  _globals['_WATCHCHATRESPONSE']._serialized_start=1725
-  _globals['_WATCHCHATRESPONSE']._serialized_end=1782
-  _globals['_CHATSERVICE']._serialized_start=1785
-  _globals['_CHATSERVICE']._serialized_end=3091
+  _globals['_CREATECHATREQUEST']._serialized_end=758
+  _globals['_CREATECHATRESPONSE']._serialized_start=760
+  _globals['_CREATECHATRESPONSE']._serialized_end=812
+  _globals['_DELETECHATREQUEST']._serialized_start=814
+  _globals['_DELETECHATREQUEST']._serialized_end=876
+  _globals['_DELETECHATRESPONSE']._serialized_start=878
+  _globals['_DELETECHATRESPONSE']._serialized_end=898
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=900
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1012
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=1014
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1105
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1107
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1210
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1212
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1298
+  _globals['_SENDINPUTREQUEST']._serialized_start=1301
+  _globals['_SENDINPUTREQUEST']._serialized_end=1480
+  _globals['_CANCELCHATREQUEST']._serialized_start=1482
+  _globals['_CANCELCHATREQUEST']._serialized_end=1544
+  _globals['_CANCELCHATRESPONSE']._serialized_start=1546
+  _globals['_CANCELCHATRESPONSE']._serialized_end=1598
+  _globals['_SENDINPUTRESPONSE']._serialized_start=1600
+  _globals['_SENDINPUTRESPONSE']._serialized_end=1651
+  _globals['_WATCHCHATREQUEST']._serialized_start=1654
+  _globals['_WATCHCHATREQUEST']._serialized_end=1788
+  _globals['_WATCHCHATRESPONSE']._serialized_start=1790
+  _globals['_WATCHCHATRESPONSE']._serialized_end=1847
+  _globals['_CHATSERVICE']._serialized_start=1850
+  _globals['_CHATSERVICE']._serialized_end=3156
 # @@protoc_insertion_point(module_scope)

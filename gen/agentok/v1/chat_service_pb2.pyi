@@ -42,7 +42,7 @@ class GetChatResponse(_message.Message):
     def __init__(self, chat: _Optional[_Union[_chat_pb2.Chat, _Mapping]] = ...) -> None: ...
 
 class CreateChatRequest(_message.Message):
-    __slots__ = ("name", "from_type", "from_flow", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "request_id")
+    __slots__ = ("name", "from_type", "from_flow", "max_agent_turns", "human_input_timeout", "human_input_timeout_action", "request_id", "max_tokens_per_run")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_TYPE_FIELD_NUMBER: _ClassVar[int]
     FROM_FLOW_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class CreateChatRequest(_message.Message):
     HUMAN_INPUT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     HUMAN_INPUT_TIMEOUT_ACTION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_PER_RUN_FIELD_NUMBER: _ClassVar[int]
     name: str
     from_type: str
     from_flow: str
@@ -57,7 +58,8 @@ class CreateChatRequest(_message.Message):
     human_input_timeout: _duration_pb2.Duration
     human_input_timeout_action: _chat_pb2.HumanInputTimeoutAction
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[_chat_pb2.HumanInputTimeoutAction, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    max_tokens_per_run: int
+    def __init__(self, name: _Optional[str] = ..., from_type: _Optional[str] = ..., from_flow: _Optional[str] = ..., max_agent_turns: _Optional[int] = ..., human_input_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., human_input_timeout_action: _Optional[_Union[_chat_pb2.HumanInputTimeoutAction, str]] = ..., request_id: _Optional[str] = ..., max_tokens_per_run: _Optional[int] = ...) -> None: ...
 
 class CreateChatResponse(_message.Message):
     __slots__ = ("chat",)
@@ -142,14 +144,16 @@ class SendInputResponse(_message.Message):
     def __init__(self, chat: _Optional[_Union[_chat_pb2.Chat, _Mapping]] = ...) -> None: ...
 
 class WatchChatRequest(_message.Message):
-    __slots__ = ("chat_id", "after_seq", "until_finished")
+    __slots__ = ("chat_id", "after_seq", "until_finished", "include_deltas")
     CHAT_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     UNTIL_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DELTAS_FIELD_NUMBER: _ClassVar[int]
     chat_id: str
     after_seq: int
     until_finished: bool
-    def __init__(self, chat_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., until_finished: _Optional[bool] = ...) -> None: ...
+    include_deltas: bool
+    def __init__(self, chat_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., until_finished: _Optional[bool] = ..., include_deltas: _Optional[bool] = ...) -> None: ...
 
 class WatchChatResponse(_message.Message):
     __slots__ = ("event",)

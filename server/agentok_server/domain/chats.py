@@ -7,6 +7,7 @@ wait_for_human_input --SendInput--> running --(run ends)--> completed | error
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -86,6 +87,7 @@ class ChatService:
                 max_agent_turns=settings.default_max_agent_turns,
                 input_timeout_seconds=settings.default_input_timeout_seconds,
                 input_timeout_action=TimeoutAction(settings.default_input_timeout_action),
+                max_tokens_per_run=settings.default_max_tokens_per_run,
             ),
             max_agent_turns_limit=settings.max_agent_turns_limit,
             max_runs_per_owner=settings.max_concurrent_runs_per_owner,
@@ -118,8 +120,11 @@ class ChatService:
         max_agent_turns: int = 0,
         input_timeout_seconds: float | None = None,
         input_timeout_action: TimeoutAction | None = None,
+        max_tokens_per_run: int = 0,
     ) -> Chat:
         """Budgets left at 0/None take the server's defaults."""
+        if max_tokens_per_run < 0:
+            raise invalid_field("max_tokens_per_run", "must not be negative (0 means the server's default)")
         if max_agent_turns < 0:
             raise invalid_field("max_agent_turns", "must not be negative (0 means the server's default)")
         if max_agent_turns > self._max_agent_turns:
@@ -145,6 +150,7 @@ class ChatService:
                 defaults.input_timeout_seconds if input_timeout_seconds is None else input_timeout_seconds
             ),
             input_timeout_action=input_timeout_action or defaults.input_timeout_action,
+            max_tokens_per_run=max_tokens_per_run or defaults.max_tokens_per_run,
         )
         if from_type != "flow":
             raise invalid_field("from_type", f'must be "flow" (got {from_type!r})')
@@ -363,16 +369,19 @@ class ChatService:
         return messages, paging.encode(messages[-1].seq) if more else ""
 
     async def watch(
-        self, owner: str, chat_id: str, after_seq: int, *, until_finished: bool = False
+        self, owner: str, chat_id: str, after_seq: int, *, until_finished: bool = False, deltas: bool = False
     ) -> AsyncIterator[ChatEvent]:
-        """Stored events after `after_seq`, then live ones; subscribing first means none fall in between."""
+        """Stored events after `after_seq`, then live ones; subscribing first means none fall in between.
+        `deltas`: live message deltas too (never replayed: the stored message carries their text)."""
         if after_seq < 0:
             raise invalid_field("after_seq", "must not be negative")
         await self._get(owner, chat_id)
-        return self._watch(owner, chat_id, after_seq, until_finished)
+        return self._watch(owner, chat_id, after_seq, until_finished, deltas)
 
-    async def _watch(self, owner: str, chat_id: str, after_seq: int, until_finished: bool) -> AsyncIterator[ChatEvent]:
-        with self._hub.subscribe(chat_id) as sub:
+    async def _watch(
+        self, owner: str, chat_id: str, after_seq: int, until_finished: bool, deltas: bool
+    ) -> AsyncIterator[ChatEvent]:
+        with self._hub.subscribe(chat_id, deltas=deltas) as sub:
             last = after_seq
             pending = await self._repo.events_after(chat_id, after_seq)
             exists_checked = False
@@ -405,6 +414,10 @@ class ChatService:
                 if event.kind is EventKind.DELETED:
                     yield event
                     return
+                if event.kind is EventKind.DELTA:  # no seq of its own: it carries this watcher's latest
+                    yield dataclasses.replace(event, seq=last)
+                    pending = []
+                    continue
                 # A gap (events reach this process in commit order only per replica): fill it from storage.
                 pending = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
 

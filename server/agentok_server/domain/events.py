@@ -5,15 +5,32 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Protocol
 
 from .model import ChatEvent
 
+# A watcher with this many events not yet taken gets no more deltas until it catches up: a slow watcher
+# loses deltas (the stored message carries their text), never stored events.
+DELTA_BACKLOG = 32
+
+
+class DeltaRelay(Protocol):
+    """Passes this replica's deltas on to the other replicas (storage: PostgreSQL NOTIFY), in order."""
+
+    def send(self, event: ChatEvent) -> None: ...
+
+    async def drained(self) -> None:
+        """Returns once every delta sent so far has been passed on."""
+        ...
+
 
 class Subscription:
-    def __init__(self, hub: EventHub, chat_id: str) -> None:
+    def __init__(self, hub: EventHub, chat_id: str, deltas: bool = False) -> None:
         self._hub = hub
         self.chat_id = chat_id
+        self.deltas = deltas  # the watcher asked for message deltas
         self.queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
+        self.dropped_deltas = 0
 
     def close(self) -> None:
         self._hub.unsubscribe(self)
@@ -31,11 +48,29 @@ class EventHub:
         # Per watched chat, the highest seq handed to its watchers: peers' notifications at or below it
         # need no read from storage.
         self._last: dict[str, int] = {}
+        self.relay: DeltaRelay | None = None
 
-    def subscribe(self, chat_id: str) -> Subscription:
-        sub = Subscription(self, chat_id)
+    def subscribe(self, chat_id: str, *, deltas: bool = False) -> Subscription:
+        sub = Subscription(self, chat_id, deltas)
         self._subs[chat_id].add(sub)
         return sub
+
+    def publish_delta(self, event: ChatEvent, *, from_peer: bool = False) -> None:
+        """A live delta: to this replica's watchers that asked for deltas and are keeping up, and (unless it
+        came from a peer) to the other replicas'."""
+        for sub in self._subs.get(event.chat_id, ()):
+            if not sub.deltas:
+                continue
+            if sub.queue.qsize() >= DELTA_BACKLOG:
+                sub.dropped_deltas += 1
+                continue
+            sub.queue.put_nowait(event)
+        if not from_peer and self.relay is not None:
+            self.relay.send(event)
+
+    async def deltas_relayed(self) -> None:
+        if self.relay is not None:
+            await self.relay.drained()
 
     def publish(self, events: Iterable[ChatEvent]) -> None:
         for event in events:

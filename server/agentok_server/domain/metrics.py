@@ -46,6 +46,8 @@ class ModelCall:
     # From the provider's `usage`, when it sent one (OpenAI does; some compatible servers do not).
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # The model asked for (a flow's llm_config may name any: bounded where it becomes a label).
+    model: str = ""
 
 
 class Observer(Protocol):

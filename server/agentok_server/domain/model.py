@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,53 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """Tokens a model call used, as the provider reported them (OpenAI's `usage`); None for a count it left
+    out. A sum of usages (a chat's totals) has a count wherever any part had one."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @property
+    def reported(self) -> bool:
+        return any(n is not None for n in (self.prompt_tokens, self.completion_tokens, self.total_tokens))
+
+    @property
+    def tokens(self) -> int:
+        """What a token budget counts: the provider's total, or prompt plus completion when it gave none."""
+        if self.total_tokens is not None:
+            return self.total_tokens
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(
+            add(self.prompt_tokens, other.prompt_tokens),
+            add(self.completion_tokens, other.completion_tokens),
+            add(self.total_tokens, other.total_tokens),
+        )
+
+
+@dataclass(frozen=True)
+class ChatUsage:
+    """A chat's running totals: the current (or last) run's, and all its runs'. Counts are 0 until a
+    provider reports any; `total_tokens` sums what budgets count (Usage.tokens)."""
+
+    run: Usage = Usage(0, 0, 0)
+    total: Usage = Usage(0, 0, 0)
+
+    def after(self, journal: Iterable[JournalEntry], *, new_run: bool = False) -> ChatUsage:
+        """The totals once a step journals `journal` (whose model replies carry their usage); a step that
+        starts a run starts the run's count from zero."""
+        used = sum((e.usage for e in journal if e.usage is not None), Usage())
+        counted = Usage(used.prompt_tokens or 0, used.completion_tokens or 0, used.tokens)
+        return ChatUsage(run=(Usage(0, 0, 0) if new_run else self.run) + counted, total=self.total + counted)
+
+
+@dataclass(frozen=True)
 class Chat:
     id: str
     owner: str
@@ -62,6 +110,7 @@ class Chat:
     run: RunState
     # The client tool calls the chat waits for (status WAITING); empty when it waits for a person's text.
     pending_tool_calls: tuple[ToolCall, ...] = ()
+    usage: ChatUsage = ChatUsage()
 
 
 class TimeoutAction(enum.StrEnum):
@@ -76,6 +125,7 @@ class Budget:
     max_agent_turns: int = 0
     input_timeout_seconds: float = 0.0
     input_timeout_action: TimeoutAction = TimeoutAction.SKIP
+    max_tokens_per_run: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,6 +140,8 @@ class RunState:
 class JournalEntry:
     kind: str  # "say" | "llm" | "human" | "choice" | "exec" | "tool" | "tool_results"
     value: str | None = None
+    # A model reply's usage (kinds "llm" and "tool"): replayed, it counts against the budget again.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +156,8 @@ class Message:
     created_at: datetime
     tool_calls: tuple[ToolCall, ...] = ()
     tool_responses: tuple[ToolResult, ...] = ()
+    # What the model call(s) that produced the message used; None when no provider reported usage.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +170,7 @@ class NewMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_responses: tuple[ToolResult, ...] = ()
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +190,18 @@ class EventKind(enum.StrEnum):
     DELETED = "deleted"
     KEEPALIVE = "keepalive"
     SHUTDOWN = "shutdown"
+    DELTA = "delta"  # live only: never stored, journaled or replayed
+
+
+@dataclass(frozen=True)
+class MessageDelta:
+    """Text a model appended to a reply it is still writing. `draft_id` names the reply (the run and the
+    journal step its model call will be stored at: stable across replicas and restarts); the stored message
+    that follows carries the whole text, so a delta may be dropped without losing anything."""
+
+    draft_id: str
+    sender: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -145,6 +212,7 @@ class ChatEvent:
     kind: EventKind
     message: Message | None = None
     status: StatusChange | None = None
+    delta: MessageDelta | None = None
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class ChatChanged:
             wire["d"] = True
         if self.origin is not None:
             wire["o"] = self.origin
-        payload = json.dumps(wire, separators=(",", ":"))
+        payload = _json(wire)
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError(f"a chat change encodes to more than {MAX_PAYLOAD_BYTES} bytes")
         return payload
@@ -105,3 +105,54 @@ def _required(wire: dict[str, Any], key: str, kind: type[T]) -> T:
     if value is None:
         raise ValueError(f"{key!r} is missing")
     return value
+
+
+# The longest agent name a delta notification carries whole (names are a flow's; text is split, not cut).
+MAX_SENDER_CHARS = 200
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """A piece of a model reply one replica streamed, for the others' watchers (NOTIFY on a channel of its
+    own, so replicas that know no deltas never see one). Keys: `c` chat, `o` origin, `d` draft, `n` sender,
+    `t` text."""
+
+    chat_id: str
+    origin: str
+    draft_id: str
+    sender: str
+    text: str
+
+    def encode(self) -> list[str]:
+        """The payloads, in order: the text split so that each one stays under MAX_PAYLOAD_BYTES however it
+        escapes (a character takes at most 6 bytes in JSON: `\\u001f`), never inside a character."""
+        head = {"c": self.chat_id, "o": self.origin, "d": self.draft_id, "n": self.sender[:MAX_SENDER_CHARS]}
+        room = (MAX_PAYLOAD_BYTES - len(_json(head | {"t": ""}).encode())) // 6
+        if room < 1:
+            raise ValueError("a chat delta's ids leave no room for its text")
+        pieces = [self.text[i : i + room] for i in range(0, len(self.text), room)] or [""]
+        return [_json(head | {"t": piece}) for piece in pieces]
+
+    @classmethod
+    def decode(cls, payload: str) -> ChatDelta:
+        """Raises ValueError, saying what is wrong, for anything but a delta payload."""
+        try:
+            wire = json.loads(payload)
+        except ValueError as exc:
+            raise ValueError(f"a chat delta is not JSON: {exc}") from None
+        if not isinstance(wire, dict):
+            raise ValueError(f"a chat delta is a JSON object, not {type(wire).__name__}")
+        try:
+            return cls(
+                chat_id=_required(wire, "c", str),
+                origin=_required(wire, "o", str),
+                draft_id=_required(wire, "d", str),
+                sender=_field(wire, "n", str) or "",
+                text=_field(wire, "t", str) or "",
+            )
+        except ValueError as exc:
+            raise ValueError(f"a chat delta is malformed: {exc}") from None
+
+
+def _json(wire: dict[str, Any]) -> str:
+    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False)

@@ -8,8 +8,8 @@ import logging
 from datetime import UTC, datetime
 
 from .events import EventHub
-from .model import ChatEvent, EventKind
-from .notifications import ChatChanged
+from .model import ChatEvent, EventKind, MessageDelta
+from .notifications import ChatChanged, ChatDelta
 from .ports import RunStore
 from .runs import RunManager
 
@@ -21,12 +21,17 @@ class PeerEvents:
         self._repo = repo
         self._hub = hub
         self._runs = runs
-        # One consumer, in arrival (= commit) order.
-        self._queue: asyncio.Queue[ChatChanged] = asyncio.Queue()
+        # One consumer, in arrival (= commit) order: a reply's deltas before the step that stores it.
+        self._queue: asyncio.Queue[ChatChanged | ChatDelta] = asyncio.Queue()
 
     def changed(self, change: ChatChanged) -> None:
         if change.origin != self._repo.replica_id:
             self._queue.put_nowait(change)
+
+    def delta(self, delta: ChatDelta) -> None:
+        """A peer's message delta: for watchers here only (nothing to read back, nothing a run needs)."""
+        if delta.origin != self._repo.replica_id and self._hub.has_watchers(delta.chat_id):
+            self._queue.put_nowait(delta)
 
     def reconnected(self) -> None:
         """Notifications may have been lost while the connection was down: have every watched chat's
@@ -44,7 +49,18 @@ class PeerEvents:
             except Exception:
                 log.exception("could not apply a peer's change notification %s", change)
 
-    async def _apply(self, change: ChatChanged) -> None:
+    async def _apply(self, change: ChatChanged | ChatDelta) -> None:
+        if isinstance(change, ChatDelta):
+            piece = MessageDelta(draft_id=change.draft_id, sender=change.sender, text=change.text)
+            event = ChatEvent(
+                chat_id=change.chat_id,
+                seq=self._hub.last_seq(change.chat_id),
+                time=datetime.now(UTC),
+                kind=EventKind.DELTA,
+                delta=piece,
+            )
+            self._hub.publish_delta(event, from_peer=True)
+            return
         chat_id = change.chat_id
         if change.deleted:
             assert change.last_seq is not None  # ChatChanged refuses a deletion without it

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..engine.code_execution import CodeBlock
-from ..engine.llm import Endpoint
+from ..engine.llm import Endpoint, OnDelta
 from ..engine.tool_calls import ModelReply
 from .model import (
     ApiKey,
@@ -65,10 +65,19 @@ class RunLimitReached(Exception):
 class ModelClient(Protocol):
     """What a run calls for a model's reply (engine/llm.py LlmClient; a test's scripted model)."""
 
-    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str: ...
+    async def complete(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], *, on_delta: OnDelta | None = None
+    ) -> ModelReply:
+        """A text reply (its tool_calls empty) and its usage; `on_delta` hears the text as it is written."""
+        ...
 
     async def propose(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply: ...
 
 

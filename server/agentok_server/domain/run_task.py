@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,10 +23,12 @@ from typing import Any
 from ..engine.code_execution import CodeBlock
 from ..engine.flow_run import run_flow
 from ..engine.flow_spec import AgentSpec, FlowSpec
-from ..engine.llm import Endpoint, LlmError, resolve_endpoint
+from ..engine.flow_spec.graph import GROUP_TYPE
+from ..engine.llm import Endpoint, LlmError, OnDelta, resolve_endpoint
 from ..engine.tool_calls import ModelReply, ToolDef, ToolSet
 from ..settings import Settings
 from . import tool_steps
+from .deltas import DeltaWriter
 from .events import EventHub
 from .metrics import NO_OBSERVER, Observer, RunOutcome
 from .model import (
@@ -40,6 +43,7 @@ from .model import (
     ToolCall,
     ToolKind,
     ToolResult,
+    Usage,
 )
 from .ports import CodeRunner, ModelClient, RunStore, StepItem, ToolRunner
 from .text import storable
@@ -134,6 +138,10 @@ class Run:
         # run is unlimited. New chats are held to it when created (ChatService.create).
         limit = ctx.settings.max_agent_turns_limit
         self._max_agent_turns = min(chat.budget.max_agent_turns or limit, limit)
+        # Tokens the run's model calls used, live or replayed (their usage is journaled with their replies),
+        # and each agent's not yet on a stored message of its own.
+        self._tokens = 0
+        self._unsaid: dict[str, Usage] = {}
         self._spec = spec
         self.replay = deque(journal)
         # Journal entries consumed or written so far: where an answer given on another replica will be.
@@ -269,9 +277,51 @@ class Run:
             if self._agent_turns >= limit:
                 raise RunEnded(f"The run ended: its budget of {limit} agent turns was reached.")
             self._agent_turns += 1
+            # The usage of the agent's model calls since its last message goes on this one (popped while
+            # replaying too, so the next message gets the same as it did live).
+            if (used := self._unsaid.pop(message.sender, None)) is not None:
+                message = dataclasses.replace(message, usage=used)
         if await self._replayed("say") is not None:
             return
         await self._step([message], journal=[JournalEntry("say")])
+
+    def _within_tokens(self) -> None:
+        """Before each model call: a run that used its token budget makes no more (the reply that passed it
+        was paid for, and is kept)."""
+        limit = self._budget.max_tokens_per_run
+        if limit and self._tokens >= limit:
+            raise RunEnded(f"The run ended: its budget of {limit} tokens was reached ({self._tokens} used).")
+
+    def _spent(self, agent: AgentSpec, used: Usage | None) -> None:
+        if used is None:
+            return
+        self._tokens += used.tokens
+        self._unsaid[agent.name] = self._unsaid.get(agent.name, Usage()) + used
+
+    @asynccontextmanager
+    async def _streamed(self, agent: AgentSpec) -> AsyncIterator[OnDelta | None]:
+        """The model client's delta callback for `agent`'s reply, and, once the call is over, its last delta
+        sent (to this replica's watchers and the relay) before the reply is journaled. A group manager's
+        calls (speaker selection) stream nothing: they never become a message."""
+        if agent.kind == GROUP_TYPE:
+            yield None
+            return
+        # Stable on every replica and across restarts: the journal step the reply will be stored at.
+        draft = f"{self.run_no}.{self.steps + len(self._carry) + 1}"
+        writers: dict[int, DeltaWriter] = {}
+
+        def on_delta(attempt: int, text: str) -> None:
+            # A retried call writes its reply again: under a draft of its own.
+            if attempt not in writers:
+                name = draft if attempt == 1 else f"{draft}.{attempt}"
+                writers[attempt] = DeltaWriter(self._ctx.hub, self.chat_id, name, agent.name)
+            writers[attempt].write(text)
+
+        try:
+            yield on_delta
+        finally:
+            for writer in writers.values():
+                await writer.close()
 
     def _model(self) -> Endpoint:
         if self._endpoint is None:
@@ -282,23 +332,34 @@ class Run:
         return self._endpoint
 
     async def complete(self, agent: AgentSpec, messages: list[dict[str, Any]]) -> str:
+        self._within_tokens()
         entry = await self._replayed("llm")
         if entry is not None:
+            self._spent(agent, entry.usage)
             return entry.value or ""
+        async with self._streamed(agent) as on_delta:
+            reply = await self._ctx.llm.complete(self._model(), messages, on_delta=on_delta)
         # Replaced before it is journaled, so a replay feeds the engine exactly what the live run saw.
-        text = storable(await self._ctx.llm.complete(self._model(), messages))
-        await self._step([], journal=[JournalEntry("llm", text)])
+        text = storable(reply.content)
+        await self._step([], journal=[JournalEntry("llm", text, reply.usage)])
+        self._spent(agent, reply.usage)
         return text
 
     async def propose(
         self, agent: AgentSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelReply:
+        self._within_tokens()
         entry = await self._replayed(tool_steps.PROPOSE)
         if entry is not None:
+            self._spent(agent, entry.usage)
             return tool_steps.decode_reply(entry.value)
-        reply = tool_steps.storable_reply(await self._ctx.llm.propose(self._model(), messages, tools))
+        async with self._streamed(agent) as on_delta:
+            proposed = await self._ctx.llm.propose(self._model(), messages, tools, on_delta=on_delta)
+        reply = tool_steps.storable_reply(proposed)
         # Journaled before any call runs: a call made again after a restart keeps its call_id.
-        await self._step([], journal=[JournalEntry(tool_steps.PROPOSE, tool_steps.encode_reply(reply))])
+        encoded = tool_steps.encode_reply(reply)
+        await self._step([], journal=[JournalEntry(tool_steps.PROPOSE, encoded, proposed.usage)])
+        self._spent(agent, proposed.usage)
         return reply
 
     async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:

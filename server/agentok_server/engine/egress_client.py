@@ -5,6 +5,8 @@ keeps the name and the pool is keyed by it)."""
 from __future__ import annotations
 
 import typing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
 import httpcore
@@ -97,3 +99,22 @@ class EgressClient:
             return await self._http.request(method, target.url(suffix), follow_redirects=False, **kwargs)
         finally:
             _PIN.reset(token)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, suffix: str = "", **kwargs: typing.Any
+    ) -> AsyncIterator[httpx.Response]:
+        """As `request`, but the response is handed over before its body is read (the caller reads it
+        incrementally, within its own limits) and closed on leaving. The check and the pinning are the same:
+        the connection is opened while the checked target is pinned, and no other is opened for the body."""
+        target = await self.policy.check_url(url)
+        token = _PIN.set(target)
+        try:
+            request = self._http.build_request(method, target.url(suffix), **kwargs)
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        finally:
+            _PIN.reset(token)
+        try:
+            yield response
+        finally:
+            await response.aclose()

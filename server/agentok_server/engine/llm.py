@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,11 +15,16 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..domain.metrics import NO_OBSERVER, ModelCall, ModelCallOutcome, Observer
-from ..domain.model import ToolCall
+from ..domain.model import ToolCall, Usage
 from .egress import EgressPolicy, EgressRefused, redacted
 from .egress_client import EgressClient
 from .flow_spec import LlmConfig
+from .llm_stream import AnswerTooLarge, Malformed, read_answer
 from .tool_calls import ModelReply
+
+# Told each piece of text the model writes, with the attempt it belongs to (1 first): a retried call
+# writes its reply again from the start.
+OnDelta = Callable[[int, str], None]
 
 
 class LlmError(Exception):
@@ -58,11 +64,15 @@ class _Transient(Exception):
     pass
 
 
-def _provider_says(response: httpx.Response, api_key: str | None) -> str:
+# How much of an error answer is read for the provider's explanation.
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _provider_says(body: bytes, api_key: str | None) -> str:
     """The provider's own explanation (OpenAI's `{"error": {"message": ...}}`), one line, truncated, and
     with the key cut out: providers quote the key they were sent ("Incorrect API key provided: sk-...")."""
     try:
-        error = response.json().get("error")
+        error = json.loads(body).get("error")
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
         return ""
@@ -76,9 +86,22 @@ def _provider_says(response: httpx.Response, api_key: str | None) -> str:
     return message
 
 
-def _http_failure(response: httpx.Response, api_key: str | None) -> str:
-    said = _provider_says(response, api_key)
+async def _http_failure(response: httpx.Response, api_key: str | None) -> str:
+    body = b""
+    if response.headers.get("content-encoding", "identity").strip().lower() == "identity":
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > ERROR_BODY_LIMIT:
+                body = b""  # no explanation is that long: not one to quote
+                break
+    said = _provider_says(body, api_key)
     return f"HTTP {response.status_code}: {said}" if said else f"HTTP {response.status_code}"
+
+
+def _for_attempt(on_delta: OnDelta | None, attempt: int) -> Callable[[str], None] | None:
+    if on_delta is None:
+        return None
+    return lambda text: on_delta(attempt, text)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -100,24 +123,37 @@ class LlmClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def complete(self, endpoint: Endpoint, messages: list[dict[str, Any]]) -> str:
-        return (await self._call(endpoint, messages, None)).content
+    async def complete(
+        self, endpoint: Endpoint, messages: list[dict[str, Any]], *, on_delta: OnDelta | None = None
+    ) -> ModelReply:
+        """The model's text reply (and its usage); `on_delta` hears the text as it streams in."""
+        reply = await self._call(endpoint, messages, None, on_delta)
+        return ModelReply(reply.content, usage=reply.usage)
 
     async def propose(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         """A request that offers `tools` (as AutoGen sends it: no tool_choice, docs/autogen-semantics.md §8);
         the reply may call them. Endpoints that never send tool_calls work too: their reply is text."""
-        return await self._call(endpoint, messages, tools)
+        return await self._call(endpoint, messages, tools, on_delta)
 
     async def _call(
-        self, endpoint: Endpoint, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        endpoint: Endpoint,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        on_delta: OnDelta | None,
     ) -> ModelReply:
         """_request, reported to the observer (time, retries, outcome, tokens) however it ends."""
         report = _Report()
         started = time.perf_counter()
         try:
-            return await self._request(endpoint, messages, tools, report)
+            return await self._request(endpoint, messages, tools, report, on_delta)
         except asyncio.CancelledError:  # the run was stopped mid call
             report.outcome = ModelCallOutcome.CANCELLED
             raise
@@ -127,8 +163,9 @@ class LlmClient:
                     seconds=time.perf_counter() - started,
                     outcome=report.outcome,
                     retries=max(0, report.attempts - 1),
-                    prompt_tokens=report.prompt_tokens,
-                    completion_tokens=report.completion_tokens,
+                    prompt_tokens=report.usage.prompt_tokens,
+                    completion_tokens=report.usage.completion_tokens,
+                    model=endpoint.model,
                 )
             )
 
@@ -138,15 +175,26 @@ class LlmClient:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
         report: _Report,
+        on_delta: OnDelta | None,
     ) -> ModelReply:
-        body: dict[str, Any] = {"model": endpoint.model, "messages": messages}
+        # Streamed (OpenAI's server-sent chunks, with usage in the last one), so watchers see the text as it
+        # is written; a provider that ignores `stream` and answers JSON works the same.
+        body: dict[str, Any] = {
+            "model": endpoint.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if tools:
             body["tools"] = tools
         if endpoint.temperature is not None:
             body["temperature"] = endpoint.temperature
         if endpoint.max_tokens is not None:
             body["max_tokens"] = endpoint.max_tokens
-        headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+        # identity: the body is read raw against a byte limit, which a compressed body would slip past.
+        headers = {"Accept-Encoding": "identity"}
+        if endpoint.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
         shown = redacted(endpoint.base_url)
         try:
             async for attempt in AsyncRetrying(
@@ -157,12 +205,12 @@ class LlmClient:
             ):
                 with attempt:
                     report.attempts += 1
+                    on_text = _for_attempt(on_delta, report.attempts)
                     # The path is the server's: a tenant's URL can only come before it (no '?' or '#').
-                    response = await self._http.request(
+                    async with self._http.stream(
                         "POST", endpoint.base_url, suffix="/chat/completions", json=body, headers=headers
-                    )
-                    if response.status_code == 429 or response.status_code >= 500:
-                        raise _Transient(_http_failure(response, endpoint.api_key))
+                    ) as response:
+                        answer = await self._answer(response, endpoint, shown, report, on_text)
         except EgressRefused as exc:
             report.outcome = ModelCallOutcome.NOT_ALLOWED
             raise LlmError(f"model endpoint {shown} is not allowed: {exc}") from None
@@ -175,17 +223,7 @@ class LlmClient:
         except httpx.TransportError as exc:
             report.outcome = ModelCallOutcome.UNREACHABLE
             raise LlmError(f"model endpoint {shown} unreachable: {type(exc).__name__}") from None
-        if response.is_redirect:  # never followed: a redirect could lead anywhere the policy refuses
-            report.outcome = ModelCallOutcome.REFUSED
-            raise LlmError(
-                f"model endpoint {shown} redirected (HTTP {response.status_code}); redirects are not followed"
-            )
-        if response.status_code >= 400:
-            report.outcome = ModelCallOutcome.REFUSED
-            reason = _http_failure(response, endpoint.api_key)
-            raise LlmError(f"model endpoint {shown} refused the request: {reason}")
         try:
-            answer = response.json()
             message = answer["choices"][0]["message"]
             content = message.get("content")
             calls = _tool_calls(message.get("tool_calls")) if tools else ()
@@ -193,8 +231,40 @@ class LlmClient:
             report.outcome = ModelCallOutcome.MALFORMED
             raise LlmError(f"model endpoint {shown} returned a malformed response") from None
         report.outcome = ModelCallOutcome.OK
-        report.prompt_tokens, report.completion_tokens = _usage(answer)
-        return ModelReply(content if isinstance(content, str) else "", calls)
+        report.usage = _usage(answer)
+        return ModelReply(
+            content if isinstance(content, str) else "", calls, report.usage if report.usage.reported else None
+        )
+
+    async def _answer(
+        self,
+        response: httpx.Response,
+        endpoint: Endpoint,
+        shown: str,
+        report: _Report,
+        on_text: Callable[[str], None] | None,
+    ) -> Any:
+        """One attempt's answer, read off the open response; raises _Transient for what is worth a retry."""
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Transient(await _http_failure(response, endpoint.api_key))
+        if response.is_redirect:  # never followed: a redirect could lead anywhere the policy refuses
+            report.outcome = ModelCallOutcome.REFUSED
+            raise LlmError(
+                f"model endpoint {shown} redirected (HTTP {response.status_code}); redirects are not followed"
+            )
+        if response.status_code >= 400:
+            report.outcome = ModelCallOutcome.REFUSED
+            reason = await _http_failure(response, endpoint.api_key)
+            raise LlmError(f"model endpoint {shown} refused the request: {reason}")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        streamed = response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+        try:
+            if encoding != "identity":
+                raise Malformed(f"compressed ({encoding}) although asked for identity")
+            return await read_answer(response.aiter_raw(), streamed=streamed, on_text=on_text)
+        except (Malformed, AnswerTooLarge) as exc:
+            report.outcome = ModelCallOutcome.MALFORMED
+            raise LlmError(f"model endpoint {shown} returned a malformed response: {exc}") from None
 
 
 @dataclass
@@ -204,23 +274,22 @@ class _Report:
     attempts: int = 0
     # Until the call says otherwise: it failed in a way nobody expected.
     outcome: ModelCallOutcome = ModelCallOutcome.ERROR
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    usage: Usage = Usage()
 
 
-def _usage(answer: Any) -> tuple[int | None, int | None]:
-    """OpenAI's `usage.prompt_tokens` and `usage.completion_tokens`; None for what a provider left out. A
-    reply is used whatever its `usage` says: it only feeds metrics."""
+def _usage(answer: Any) -> Usage:
+    """OpenAI's `usage` (prompt, completion and total tokens); None for what a provider left out or sent as
+    something else than a count. A reply is used whatever its `usage` says."""
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if not isinstance(usage, dict):
-        return None, None
+        return Usage()
 
     def count(name: str) -> int | None:
         value = usage.get(name)
         # bool is an int in Python: `true` is no count.
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    return count("prompt_tokens"), count("completion_tokens")
+    return Usage(count("prompt_tokens"), count("completion_tokens"), count("total_tokens"))
 
 
 def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:

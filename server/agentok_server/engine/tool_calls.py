@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..domain.model import ToolCall, ToolResult
+from ..domain.model import ToolCall, ToolResult, Usage
 from .flow_spec import ToolBinding
 
 
@@ -22,6 +22,8 @@ class ModelReply:
 
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
+    # What the call used, as the provider reported it; None when it did not.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)

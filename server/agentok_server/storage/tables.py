@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -13,6 +13,11 @@ def _time(*, nullable: bool = False) -> Any:
     """A UTC timestamp column: timezone-aware on PostgreSQL (asyncpg refuses to mix aware and naive values);
     SQLite stores the UTC wall time and convert.utc() puts the zone back."""
     return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)  # type: ignore[call-overload]
+
+
+def _counter() -> Any:
+    """A token count that starts at zero (64-bit: a chat's all-time total may pass 2**31)."""
+    return Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})  # type: ignore[call-overload]
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -112,6 +117,15 @@ class ChatRow(SQLModel, table=True):
     lease_expires_at: datetime | None = _time(nullable=True)
     # The client tool calls the chat waits for (status wait_for_human_input): [{call_id, name, arguments}].
     pending_tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Most tokens (as the provider counts them) one run may use; 0: no limit.
+    max_tokens_per_run: int = _counter()
+    # The tokens the provider reported: this run's (reset when a run starts) and the chat's all-time totals.
+    run_prompt_tokens: int = _counter()
+    run_completion_tokens: int = _counter()
+    run_total_tokens: int = _counter()
+    prompt_tokens: int = _counter()
+    completion_tokens: int = _counter()
+    total_tokens: int = _counter()
 
 
 class RunStepRow(SQLModel, table=True):
@@ -126,6 +140,11 @@ class RunStepRow(SQLModel, table=True):
     kind: str
     value: str | None = None
     created_at: datetime = _time()
+    # A model reply's usage as the provider reported it (NULL when it did not): replaying the journal
+    # counts the same tokens against the run's budget as the live run did.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
 
 
 class IdempotencyRow(SQLModel, table=True):
@@ -160,6 +179,10 @@ class MessageRow(SQLModel, table=True):
     # [{call_id, name, arguments}] and [{call_id, content, is_error}]; NULL on messages without them.
     tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     tool_responses: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The usage the provider reported for the model call(s) that produced the message; NULL when none did.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
 
 
 class StatusEventRow(SQLModel, table=True):

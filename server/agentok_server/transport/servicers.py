@@ -22,7 +22,7 @@ from ..domain.errors import invalid_field
 from ..domain.flows import FlowService
 from ..domain.idempotency import Idempotency
 from ..domain.keys import KeyService
-from ..domain.model import Identity
+from ..domain.model import ChatEvent, Identity
 from ..domain.tools import ToolService
 from . import convert
 from .rpc import Authenticator, server_stream, unary
@@ -80,6 +80,7 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
                     else None
                 ),
                 input_timeout_action=convert.timeout_action_from_proto(request.human_input_timeout_action),
+                max_tokens_per_run=request.max_tokens_per_run,
             )
             return cs.CreateChatResponse(chat=convert.chat(chat)).SerializeToString()
 
@@ -152,13 +153,36 @@ class ChatServicer(cs_grpc.ChatServiceServicer):
         self, request: cs.WatchChatRequest, context: Ctx, identity: Identity
     ) -> AsyncIterator[cs.WatchChatResponse]:
         events = await self.chats.watch(
-            identity.owner, request.chat_id, request.after_seq, until_finished=request.until_finished
+            identity.owner,
+            request.chat_id,
+            request.after_seq,
+            until_finished=request.until_finished,
+            deltas=request.include_deltas,
         )
         # The chat exists and is the caller's: answer the headers now (HTTP 200 and text/event-stream through
         # Envoy), so a client with a read timeout does not wait for the first event or keep-alive.
         await context.send_initial_metadata(())
         async for event in events:
-            yield cs.WatchChatResponse(event=convert.event(event))
+            yield _watch_response(event)
+
+
+# The hub hands every watcher of a chat the same event object: its message is converted once, not once per
+# watcher (with 10,000 watchers that was most of the fan-out's time). Keyed by id() with the event kept beside
+# its response, so an id is never reused while it is in here; a few recent events are enough, since watchers
+# take a burst's events in the same order.
+_RECENT_EVENTS = 64
+_responses: dict[int, tuple[ChatEvent, cs.WatchChatResponse]] = {}
+
+
+def _watch_response(event: ChatEvent) -> cs.WatchChatResponse:
+    known = _responses.get(id(event))
+    if known is not None and known[0] is event:
+        return known[1]  # shared read-only: grpc only serializes it
+    response = cs.WatchChatResponse(event=convert.event(event))
+    if len(_responses) >= _RECENT_EVENTS:
+        del _responses[next(iter(_responses))]
+    _responses[id(event)] = (event, response)
+    return response
 
 
 class FlowServicer(fs_grpc.FlowServiceServicer):

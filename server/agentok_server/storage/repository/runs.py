@@ -20,6 +20,14 @@ from .notifications import Notifications
 _IN_RUN = [ChatStatus.RUNNING.value, ChatStatus.WAITING.value]
 
 
+def _usage_totals(row: Any, journal: Sequence[JournalEntry], *, new_run: bool) -> dict[str, int | None]:
+    """The chat's token counter columns after a step that journals `journal`."""
+    if not new_run and not any(e.usage is not None for e in journal):
+        return {}
+    usage = convert.chat_usage(row).after(journal, new_run=new_run)
+    return {f"run_{k}": v for k, v in convert.usage_columns(usage.run).items()} | convert.usage_columns(usage.total)
+
+
 class RunQueries(Notifications):
     async def apply_step(
         self,
@@ -90,9 +98,11 @@ class RunQueries(Notifications):
                         kind=entry.kind,
                         value=entry.value,
                         created_at=at,
+                        **convert.usage_columns(entry.usage),
                     )
                 )
             values["run_steps"] = steps
+            values.update(_usage_totals(row, journal, new_run=start_run is not None))
             for item in items:
                 seq += 1
                 if isinstance(item, NewMessage):
@@ -107,6 +117,7 @@ class RunQueries(Notifications):
                         "created_at": at,
                         "tool_calls": convert.tool_calls_json(item.tool_calls),
                         "tool_responses": convert.tool_results_json(item.tool_responses),
+                        **convert.usage_columns(item.usage),
                     }
                     await conn.execute(MESSAGE.insert().values(**msg_row))
                     events.append(convert.message_event(MessageRow(**msg_row)))
@@ -150,13 +161,20 @@ class RunQueries(Notifications):
         self, chat_id: str, run_no: int, after_step: int = 0, limit: int | None = None
     ) -> list[JournalEntry]:
         query = (
-            select(RUN_STEP.c.kind, RUN_STEP.c.value)
+            select(
+                RUN_STEP.c.kind,
+                RUN_STEP.c.value,
+                RUN_STEP.c.prompt_tokens,
+                RUN_STEP.c.completion_tokens,
+                RUN_STEP.c.total_tokens,
+            )
             .where(RUN_STEP.c.chat_id == chat_id, RUN_STEP.c.run_no == run_no, RUN_STEP.c.step_no > after_step)
             .order_by(RUN_STEP.c.step_no)
             .limit(limit)
         )
         async with self._read() as conn:
-            return [JournalEntry(kind=r.kind, value=r.value) for r in (await conn.execute(query)).all()]
+            rows = (await conn.execute(query)).all()
+        return [JournalEntry(kind=r.kind, value=r.value, usage=convert.usage(r)) for r in rows]
 
     async def acquire_lease(self, chat_id: str, holder: str, until: datetime) -> bool:
         """Takes the chat's run lease if its run is in progress and nobody else holds a live lease."""

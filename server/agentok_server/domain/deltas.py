@@ -1,0 +1,64 @@
+"""A model reply's text as it is written, for watchers that asked for it (WatchChat include_deltas): pieces
+coalesced to at most one delta per interval per reply, handed to this replica's watchers and, through the
+hub's relay, to other replicas'. Live only: nothing here is stored or journaled; the stored message that
+follows carries the whole text."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from .events import EventHub
+from .model import ChatEvent, EventKind, MessageDelta
+
+# At most one delta per reply per this many seconds (the first piece goes out at once).
+COALESCE_SECONDS = 0.01
+
+
+class DeltaWriter:
+    """One reply's deltas. `write` is called by the model client for each piece it reads (synchronously,
+    on the event loop); `close` sends what is left, and waits until the relay has passed every delta on, so
+    that peers hear them before the message they add up to."""
+
+    def __init__(self, hub: EventHub, chat_id: str, draft_id: str, sender: str) -> None:
+        self._hub = hub
+        self._chat_id = chat_id
+        self._draft_id = draft_id
+        self._sender = sender
+        self._pending: list[str] = []
+        self._loop = asyncio.get_running_loop()
+        self._sent_at = -COALESCE_SECONDS
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+        if self._timer is not None:
+            return  # a flush is due: this piece goes with it
+        wait = self._sent_at + COALESCE_SECONDS - self._loop.time()
+        if wait <= 0:
+            self._flush()
+        else:
+            self._timer = self._loop.call_later(wait, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        self._sent_at = self._loop.time()
+        delta = MessageDelta(draft_id=self._draft_id, sender=self._sender, text=text)
+        # seq: the chat's latest stored event as this replica knows it; WatchChat sets each watcher's own.
+        event = ChatEvent(
+            chat_id=self._chat_id,
+            seq=self._hub.last_seq(self._chat_id),
+            time=datetime.now(UTC),
+            kind=EventKind.DELTA,
+            delta=delta,
+        )
+        self._hub.publish_delta(event)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush()
+        await self._hub.deltas_relayed()
