@@ -109,6 +109,15 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # By model too: a flow's llm_config names any model it likes, so the label is bounded (BoundedLabel).
+        self.model_tokens_by_model = Counter(
+            "agentok_model_tokens_by_model",
+            "Tokens the providers reported, by kind (prompt or completion) and model: the first "
+            f"{MAX_MODEL_LABELS} model names this process saw, every later one counted as {OTHER_MODEL!r}.",
+            ["kind", "model"],
+            registry=r,
+        )
+        self._models = BoundedLabel(MAX_MODEL_LABELS)
         self.lease_takeovers = Counter(
             "agentok_lease_takeovers",
             "Runs this replica obtained the lease of and rebuilt from their journal (at start-up, or from a "
@@ -170,10 +179,36 @@ class Metrics:
         self.model_seconds.observe(call.seconds)
         if call.retries:
             self.model_retries.inc(call.retries)
-        if call.prompt_tokens:
-            self.model_tokens.labels("prompt").inc(call.prompt_tokens)
-        if call.completion_tokens:
-            self.model_tokens.labels("completion").inc(call.completion_tokens)
+        model = self._models.value(call.model)
+        for kind, count in (("prompt", call.prompt_tokens), ("completion", call.completion_tokens)):
+            if count:
+                self.model_tokens.labels(kind).inc(count)
+                self.model_tokens_by_model.labels(kind, model).inc(count)
+
+
+# Distinct model names that get a label of their own; a name is cut to MAX_MODEL_LABEL_CHARS.
+MAX_MODEL_LABELS = 20
+MAX_MODEL_LABEL_CHARS = 100
+OTHER_MODEL = "other"
+
+
+class BoundedLabel:
+    """A label whose values come from tenants: the first `limit` distinct ones are kept, later ones become
+    OTHER_MODEL, so no tenant can grow the series count (and the endpoint's size) without bound. Called on
+    the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def value(self, raw: str) -> str:
+        name = raw[:MAX_MODEL_LABEL_CHARS] or "unknown"
+        if name in self._seen:
+            return name
+        if len(self._seen) >= self._limit or name == OTHER_MODEL:
+            return OTHER_MODEL
+        self._seen.add(name)
+        return name
 
 
 class MetricsEndpoint:
