@@ -134,6 +134,16 @@ class FakeLlm:
         self._hangups: dict[str, int] = defaultdict(int)
         # model -> (requests answered before the gate applies, the gate)
         self._gates: dict[str, tuple[int, threading.Event]] = {}
+        # model -> when (time.time()) each streamed answer's first word was written (the bench reads it).
+        self._first_words: dict[str, list[float]] = defaultdict(list)
+
+    def first_words(self, model: str) -> list[float]:
+        with self._lock:
+            return list(self._first_words[model])
+
+    def wrote_first_word(self, model: str, at: float) -> None:
+        with self._lock:
+            self._first_words[model].append(at)
 
     def hold(self, model: str, after: int = 0) -> None:
         """`model`'s streamed answers (those after its first `after` requests) stop after their first word
@@ -282,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(chunk)
                 self.wfile.flush()
+                if number == 1:
+                    self.fake.wrote_first_word(model, time.time())
         except (BrokenPipeError, ConnectionResetError):
             self.fake.hung_up(model)
 
