@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from agentok_server.domain.model import ToolCall, Usage
-from agentok_server.engine.egress import EgressPolicy
+from agentok_server.engine.egress import EgressPolicy, EgressRefused
+from agentok_server.engine.egress_client import EgressClient
 from agentok_server.engine.llm import Endpoint, LlmClient, LlmError
 from agentok_server.engine.llm_stream import AnswerTooLarge, Malformed, read_answer
 
 from ..support.api import unique_model
 from ..support.fake_llm import FakeLlmServer, tokens, tool_calls
+from .test_egress import FakeDns, policy
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 ASKED = [{"role": "user", "content": "tell me"}]
@@ -114,3 +116,29 @@ async def test_a_stream_that_is_not_chunks_is_malformed(server: FakeLlmServer) -
 async def test_the_egress_policy_still_refuses_internal_addresses(client: LlmClient) -> None:
     with pytest.raises(LlmError, match="is not allowed"):
         await client.complete(Endpoint("http://169.254.169.254/v1", "m", None, None, None), ASKED)
+
+
+async def test_a_stream_is_checked_and_pinned_as_a_request_is(server: FakeLlmServer) -> None:
+    """EgressClient.stream: the name resolved by the policy at call time, refused when it now resolves to an
+    internal address (nothing sent), connected to the checked address with the name's Host header when not."""
+    dns = FakeDns({"model.test": ["127.0.0.1"], "moved.test": ["127.0.0.1"]})
+    streaming = EgressClient(policy(f"model.test:{server.port}", dns=dns), timeout=10)
+    model = unique_model()
+    body = {"model": model, "messages": ASKED, "stream": True}
+    try:
+        with pytest.raises(EgressRefused, match="loopback"):
+            async with streaming.stream(
+                "POST", f"http://moved.test:{server.port}/v1", suffix="/chat/completions", json=body
+            ):
+                pass
+        assert server.fake.recorded_for(model) == []
+        async with streaming.stream(
+            "POST", f"http://model.test:{server.port}/v1", suffix="/chat/completions", json=body
+        ) as response:
+            assert response.headers["content-type"] == "text/event-stream"
+            answer = await read_answer(response.aiter_raw(), streamed=True, on_text=None)
+        assert answer["choices"][0]["message"]["content"] == "tell me ack"
+        (request,) = server.fake.recorded_for(model)
+        assert request.headers["host"] == f"model.test:{server.port}" and dns.asked == ["moved.test", "model.test"]
+    finally:
+        await streaming.aclose()
