@@ -17,8 +17,8 @@ COALESCE_SECONDS = 0.01
 
 class DeltaWriter:
     """One reply's deltas. `write` is called by the model client for each piece it reads (synchronously,
-    on the event loop); `close` sends what is left, and waits until the relay has passed every delta on, so
-    that peers hear them before the message they add up to."""
+    on the event loop); `flush` sends what is left, and `close` also waits until the relay has passed every
+    delta on, so that peers hear them before the message they add up to."""
 
     def __init__(self, hub: EventHub, chat_id: str, draft_id: str, sender: str) -> None:
         self._hub = hub
@@ -57,8 +57,13 @@ class DeltaWriter:
         )
         self._hub.publish_delta(event)
 
-    async def close(self) -> None:
+    def flush(self) -> None:
+        """Sends what is pending now (the reply is complete, or its call ended)."""
         if self._timer is not None:
             self._timer.cancel()
         self._flush()
+
+    async def close(self) -> None:
+        """flush, then wait until the relay has passed every delta on."""
+        self.flush()
         await self._hub.deltas_relayed()

@@ -321,7 +321,10 @@ class Run:
             yield on_delta
         finally:
             for writer in writers.values():
-                await writer.close()
+                writer.flush()
+        # Only for a reply that will be stored: a stopped call does not wait for the relay.
+        if writers:
+            await self._ctx.hub.deltas_relayed()
 
     def _model(self) -> Endpoint:
         if self._endpoint is None:
