@@ -24,13 +24,21 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The TypeScript client (clients/typescript: its runtime, protoc-gen-es for `make gen`, tsc), with its own exactly
-# pinned package.json and package-lock.json.
+# The TypeScript client (clients/typescript: its runtime, protoc-gen-es for `make gen`, tsc) and the web console
+# (console: Vite), each with its own exactly pinned package.json and package-lock.json.
 clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
 	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(STAMP) node_modules/.installed clients/typescript/node_modules/.installed
+console/node_modules/.installed: console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) node_modules/.installed clients/typescript/node_modules/.installed console/node_modules/.installed
+
+## console: build the web console into console/dist (Envoy serves it at /console/; `make run` builds it)
+console: install
+	cd console && npm run --silent build
 
 ## gen: regenerate gen/ (Python stubs + Envoy descriptor) and clients/typescript/src/gen from proto/
 gen: $(STAMP) node_modules/.installed clients/typescript/node_modules/.installed
@@ -43,14 +51,16 @@ lint: install
 	$(PY) -m mypy
 
 ## test: install everything and run the whole suite (what CI runs); PostgreSQL is started if it is not running,
-## jq is installed if missing (the seed's curl steps pipe into it); the TypeScript client's test builds the client
+## jq is installed if missing (the seed's curl steps pipe into it), and Debian's chromium (the console's browser
+## test; its fixture builds the console, the TypeScript client's test builds the client)
 test: lint
 	tools/postgres.sh
 	tools/jq.sh
+	tools/chromium.sh
 	$(PY) -m pytest
 
 ## run: the gRPC server and Envoy on the embedded SQLite default
-run: install gen
+run: install gen console
 	$(VENV)/bin/agentok run
 
 ## run-cluster: PostgreSQL, migrations, 2 server replicas and one Envoy in front of them
