@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.seed import ECHO_FLOW  # a person (ALWAYS) talks with a fixed-reply agent; no model
+
 from ..support.fake_llm import FakeLlmServer
 from ..support.stack import Stack, create_key
 
@@ -20,19 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_DIR = ROOT / "console"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-# A person (ALWAYS) talks with a fixed-reply agent; no model (bench/run.py's ECHO_FLOW).
-ECHO_FLOW = {
-    "nodes": [
-        {"id": "i", "type": "initializer", "data": {"name": "Initializer"}},
-        {"id": "u", "type": "user", "data": {"name": "User", "human_input_mode": "ALWAYS"}},
-        {
-            "id": "a",
-            "type": "conversable",
-            "data": {"name": "Agent", "disable_llm": True, "default_auto_reply": "pong"},
-        },
-    ],
-    "edges": [{"source": "i", "target": "u"}, {"source": "u", "target": "a", "type": "converse"}],
-}
 
 
 @pytest.fixture(scope="module")
