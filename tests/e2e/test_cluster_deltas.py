@@ -13,14 +13,8 @@ from agentok.v1 import chat_service_pb2
 from ..support.api import Grpc, two_agent_flow, unique_model, with_model
 from ..support.cluster import Cluster
 from ..support.fake_llm import FakeLlm, FakeLlmServer
+from .test_cluster import NOTIFY_DEADLINE, NOTIFY_ONLY
 
-NOTIFY_ONLY = {
-    "AGENTOK_WATCH_KEEPALIVE_SECONDS": "600",
-    "AGENTOK_LEASE_SECONDS": "1200",
-    "AGENTOK_LEASE_RENEW_SECONDS": "600",
-}
-# Far below NOTIFY_ONLY's periods, far above what a notification takes on a loaded machine.
-NOTIFY_DEADLINE = 30.0
 # A reply with a word (one streamed chunk, so one delta) too long for one NOTIFY payload (7999 bytes): split.
 LONG = "a " + "ö" * 6000 + " end"
 

@@ -15,6 +15,14 @@ from .model import ChatEvent, EventKind, MessageDelta
 COALESCE_SECONDS = 0.01
 
 
+def delta_event(hub: EventHub, chat_id: str, delta: MessageDelta) -> ChatEvent:
+    """The event a delta is streamed as. Its seq: the chat's latest stored event as this replica knows it
+    (WatchChat sets each watcher's own)."""
+    return ChatEvent(
+        chat_id=chat_id, seq=hub.last_seq(chat_id), time=datetime.now(UTC), kind=EventKind.DELTA, delta=delta
+    )
+
+
 class DeltaWriter:
     """One reply's deltas. `write` is called by the model client for each piece it reads (synchronously,
     on the event loop); `flush` sends what is left, and `close` also waits until the relay has passed every
@@ -47,15 +55,7 @@ class DeltaWriter:
         text, self._pending = "".join(self._pending), []
         self._sent_at = self._loop.time()
         delta = MessageDelta(draft_id=self._draft_id, sender=self._sender, text=text)
-        # seq: the chat's latest stored event as this replica knows it; WatchChat sets each watcher's own.
-        event = ChatEvent(
-            chat_id=self._chat_id,
-            seq=self._hub.last_seq(self._chat_id),
-            time=datetime.now(UTC),
-            kind=EventKind.DELTA,
-            delta=delta,
-        )
-        self._hub.publish_delta(event)
+        self._hub.publish_delta(delta_event(self._hub, self._chat_id, delta))
 
     def flush(self) -> None:
         """Sends what is pending now (the reply is complete, or its call ended)."""

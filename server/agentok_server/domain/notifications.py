@@ -71,12 +71,7 @@ class ChatChanged:
     def decode(cls, payload: str) -> ChatChanged:
         """Reads a NOTIFY payload; raises ValueError, saying what is wrong, for anything else. Keys it does
         not know are ignored: a newer replica may say more than this one needs."""
-        try:
-            wire = json.loads(payload)
-        except ValueError as exc:
-            raise ValueError(f"a chat change is not JSON: {exc}") from None
-        if not isinstance(wire, dict):
-            raise ValueError(f"a chat change is a JSON object, not {type(wire).__name__}")
+        wire = _object(payload, "a chat change")
         try:
             status = _field(wire, "st", str)
             return cls(
@@ -89,6 +84,17 @@ class ChatChanged:
             )
         except ValueError as exc:
             raise ValueError(f"a chat change is malformed: {exc}") from None
+
+
+def _object(payload: str, what: str) -> dict[str, Any]:
+    """The payload's JSON object; ValueError naming `what` it should have been."""
+    try:
+        wire = json.loads(payload)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(wire, dict):
+        raise ValueError(f"{what} is a JSON object, not {type(wire).__name__}")
+    return wire
 
 
 def _field(wire: dict[str, Any], key: str, kind: type[T]) -> T | None:
@@ -136,12 +142,7 @@ class ChatDelta:
     @classmethod
     def decode(cls, payload: str) -> ChatDelta:
         """Raises ValueError, saying what is wrong, for anything but a delta payload."""
-        try:
-            wire = json.loads(payload)
-        except ValueError as exc:
-            raise ValueError(f"a chat delta is not JSON: {exc}") from None
-        if not isinstance(wire, dict):
-            raise ValueError(f"a chat delta is a JSON object, not {type(wire).__name__}")
+        wire = _object(payload, "a chat delta")
         try:
             return cls(
                 chat_id=_required(wire, "c", str),

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from .deltas import delta_event
 from .events import EventHub
 from .model import ChatEvent, EventKind, MessageDelta
 from .notifications import ChatChanged, ChatDelta
@@ -52,14 +53,7 @@ class PeerEvents:
     async def _apply(self, change: ChatChanged | ChatDelta) -> None:
         if isinstance(change, ChatDelta):
             piece = MessageDelta(draft_id=change.draft_id, sender=change.sender, text=change.text)
-            event = ChatEvent(
-                chat_id=change.chat_id,
-                seq=self._hub.last_seq(change.chat_id),
-                time=datetime.now(UTC),
-                kind=EventKind.DELTA,
-                delta=piece,
-            )
-            self._hub.publish_delta(event, from_peer=True)
+            self._hub.publish_delta(delta_event(self._hub, change.chat_id, piece), from_peer=True)
             return
         chat_id = change.chat_id
         if change.deleted:
