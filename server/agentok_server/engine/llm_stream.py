@@ -108,14 +108,17 @@ async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The body's lines (CRLF, LF or CR ended, as SSE allows), the last one even without an ending."""
-    pending = b""
+    pending = bytearray()
     async for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        if b"\n" not in chunk and b"\r" not in chunk:
+            pending += chunk  # a line still going on (up to the body's limit): no rescan of what came before
+            continue
+        *complete, rest = (bytes(pending) + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        pending = bytearray(rest)
         for line in complete:
             yield line
     if pending:
-        yield pending
+        yield bytes(pending)
 
 
 async def read_answer(
