@@ -75,6 +75,16 @@ def test_grpc_web_without_a_key_is_refused_with_its_reason(web_stack: Stack) -> 
     assert _refusal(answer) == (code_pb2.UNAUTHENTICATED, "API_KEY_MISSING")
 
 
+def test_grpc_web_with_a_bad_bearer_token_is_refused_by_jwt_authn(stack: Stack) -> None:
+    """Bearer tokens are checked for gRPC-web as for native gRPC (the session's stack verifies tokens): a token
+    that is no JWT is jwt_authn's refusal, a trailers-only gRPC-web reply with its reason."""
+    request = chat_service_pb2.ListChatsRequest().SerializeToString()
+    answer = _call(stack, "/agentok.v1.ChatService/ListChats", request, authorization="Bearer not-a-jwt")
+    assert answer.status_code == 200
+    code, reason = _refusal(answer)
+    assert code == code_pb2.UNAUTHENTICATED and reason.startswith("TOKEN_"), reason
+
+
 def test_grpc_web_gets_the_edges_own_refusals_as_grpc_web(web_stack: Stack) -> None:
     """A local reply of the edge's (here: a service it does not serve) is a trailers-only gRPC-web reply,
     HTTP 200, with the reason from edge/local_replies.py."""
