@@ -121,7 +121,11 @@ def run_reads(table: Table, args: argparse.Namespace) -> None:
 
 def add_sessions(table: Table, s: Stack, config: str, args: argparse.Namespace, baseline: str | None = None) -> None:
     workload = f"human-in-the-loop sessions (gRPC, {args.clients} clients)"
+    cpu = meter(s, postgres=s.database_url.startswith("postgres"))
+    before = cpu.read()
     sps = asyncio.run(sessions.bench_sessions(s.edge, s.key, args.seconds, args.clients))
+    cost = cpu.per_request(before, sps * args.seconds)
+    table.note(f"{workload}: CPU ms per session", config, ", ".join(f"{n} {ms:.2f}" for n, ms in cost.items()))
     goal = POSTGRES_GOAL if baseline else None
     table.add(
         Figure(

@@ -11,6 +11,7 @@ time from the message's commit (its created_at, the server's clock, the same mac
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import subprocess
 import sys
@@ -34,6 +35,12 @@ STREAMS_PER_CHANNEL = 1000
 # Streams per client process.
 STREAMS_PER_CLIENT = 2500
 ARRIVAL_TIMEOUT = 60.0
+OPEN_BATCH = 100
+
+
+# What ended streams that did not get the event (a status code, an HTTP status, an exception's name): the
+# client prints it, so a failed run says why.
+failures: collections.Counter[str] = collections.Counter()
 
 
 async def _grpc_stream(call: grpc.aio.UnaryStreamCall, opened: asyncio.Event) -> float | None:
@@ -43,7 +50,8 @@ async def _grpc_stream(call: grpc.aio.UnaryStreamCall, opened: asyncio.Event) ->
         async for item in call:
             if item.event.HasField("message_added"):
                 return time.time() - item.event.message_added.created_at.ToNanoseconds() / 1e9
-    except grpc.aio.AioRpcError:
+    except grpc.aio.AioRpcError as err:
+        failures[err.code().name] += 1
         opened.set()
     return None
 
@@ -78,6 +86,7 @@ async def _sse_stream(edge: str, key: str, path: str, opened: asyncio.Event) -> 
             pass
         opened.set()
         if b" 200 " not in status:
+            failures[status.decode(errors="replace").strip()] += 1
             return None
         buffer = b""
         while chunk := await _read_chunk(reader):
@@ -87,7 +96,8 @@ async def _sse_stream(edge: str, key: str, path: str, opened: asyncio.Event) -> 
             for line in lines:
                 if (latency := sse_latency(line, now)) is not None:
                     return latency
-    except (OSError, ValueError, asyncio.IncompleteReadError):
+    except (OSError, ValueError, asyncio.IncompleteReadError) as err:
+        failures[type(err).__name__] += 1
         opened.set()
     finally:
         writer.close()
@@ -98,26 +108,32 @@ async def client(kind: str, edge: str, key: str, chat_id: str, after: int, count
     md = metadata(key)
     opened = [asyncio.Event() for _ in range(count)]
     channels: list[grpc.aio.Channel] = []
+    tasks: list[asyncio.Future[float | None]] = []
+    request = cs.WatchChatRequest(chat_id=chat_id, after_seq=after)
+    path = f"/chats/{chat_id}/watch?after_seq={after}"
     if kind == "grpc":
         # A pool of its own per channel: grpc would otherwise share one connection among identical channels.
         channels = [
             grpc.aio.insecure_channel(edge, options=[("grpc.use_local_subchannel_pool", 1)])
             for _ in range(-(-count // STREAMS_PER_CHANNEL))
         ]
-        request = cs.WatchChatRequest(chat_id=chat_id, after_seq=after)
-        stubs = [chat_service_pb2_grpc.ChatServiceStub(ch) for ch in channels]
-        tasks = [
-            asyncio.ensure_future(_grpc_stream(stubs[n % len(stubs)].WatchChat(request, metadata=md), opened[n]))
-            for n in range(count)
-        ]
-    else:
-        path = f"/chats/{chat_id}/watch?after_seq={after}"
-        tasks = [asyncio.ensure_future(_sse_stream(edge, key, path, opened[n])) for n in range(count)]
-    await asyncio.gather(*(event.wait() for event in opened))
+    stubs = [chat_service_pb2_grpc.ChatServiceStub(ch) for ch in channels]
+    # Opened a batch at a time, each batch's headers awaited before the next: the figures are of watchers that
+    # stay open, not of a reconnect storm (all of them in the same moment queue their key checks past Envoy's
+    # one-second check timeout on two busy cores).
+    for start in range(0, count, OPEN_BATCH):
+        batch = range(start, min(count, start + OPEN_BATCH))
+        for n in batch:
+            if kind == "grpc":
+                stream = _grpc_stream(stubs[n % len(stubs)].WatchChat(request, metadata=md), opened[n])
+            else:
+                stream = _sse_stream(edge, key, path, opened[n])
+            tasks.append(asyncio.ensure_future(stream))
+        await asyncio.gather(*(opened[n].wait() for n in batch))
     print("open", sum(not t.done() for t in tasks), flush=True)
     done, _ = await asyncio.wait(tasks, timeout=ARRIVAL_TIMEOUT)
     latencies = [t.result() for t in done if t.result() is not None]
-    print(json.dumps({"latencies": latencies, "missing": count - len(latencies)}), flush=True)
+    print(json.dumps({"latencies": latencies, "failures": dict(failures)}), flush=True)
     for ch in channels:
         await ch.close(grace=None)
 
@@ -165,10 +181,15 @@ def measure(stack: Stack, kind: str, count: int, get_chat_rps: Callable[[str], f
         request = cs.SendMessageRequest(chat_id=chat_id, message="to every watcher")
         chat_service_pb2_grpc.ChatServiceStub(ch).SendMessage(request, metadata=metadata(stack.key), timeout=30)
     latencies: list[float] = []
+    failed: collections.Counter[str] = collections.Counter()
     for proc in clients:
         assert proc.stdout is not None
-        latencies += json.loads(proc.stdout.readline())["latencies"]
+        got = json.loads(proc.stdout.readline())
+        latencies += got["latencies"]
+        failed.update(got["failures"])
         proc.wait(timeout=30)
+    if failed:
+        print(f"  ({kind}, {count:,}: streams that failed, by why: {dict(failed)})", flush=True)
     return WatchFigures(
         opened=opened,
         received=len(latencies),

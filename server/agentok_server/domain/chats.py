@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -74,6 +75,10 @@ class ChatService:
         self._hub = hub
         self._runs = runs
         self._keepalive = keepalive_seconds
+        # Per chat, when its stored last seq was last read for a watcher's keep-alive, and what it was: the
+        # chat's watchers share one read a second instead of two each (10,000 watchers made 1,300 reads a second
+        # at the 15 s keep-alive, and slowed every other call).
+        self._stored_seq: dict[str, tuple[float, int]] = {}
 
     @classmethod
     def from_settings(cls, repo: ChatsAndFlows, hub: EventHub, runs: RunManager, settings: Settings) -> ChatService:
@@ -378,6 +383,20 @@ class ChatService:
         await self._get(owner, chat_id)
         return self._watch(owner, chat_id, after_seq, until_finished, deltas)
 
+    async def _stored_last_seq(self, owner: str, chat_id: str) -> int | None:
+        """The chat's stored last seq, read at most once a second for all its watchers; None if it is gone."""
+        now = time.monotonic()
+        known = self._stored_seq.get(chat_id)
+        if known is not None and now - known[0] < 1.0:
+            return known[1]
+        chat = await self._repo.get_chat(owner, chat_id)
+        if chat is None:
+            return None
+        if len(self._stored_seq) >= 10_000:
+            self._stored_seq.clear()
+        self._stored_seq[chat_id] = (now, chat.last_seq)
+        return chat.last_seq
+
     async def _watch(
         self, owner: str, chat_id: str, after_seq: int, until_finished: bool, deltas: bool
     ) -> AsyncIterator[ChatEvent]:
@@ -404,7 +423,8 @@ class ChatService:
                         event = await sub.queue.get()
                 except TimeoutError:
                     # Quiet: events committed elsewhere whose notification never came are in storage.
-                    pending = await self._repo.events_after(chat_id, last)
+                    stored = await self._stored_last_seq(owner, chat_id)
+                    pending = await self._repo.events_after(chat_id, last) if stored is None or stored > last else []
                     if not pending:
                         yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
                     continue
