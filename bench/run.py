@@ -316,6 +316,8 @@ def main() -> None:
     table = Table()
     if args.cluster:
         run_cluster(table, args)
+        if not args.only or "delta" in args.only:
+            run_delta(table, args)  # it reads args.cluster: deltas across two PostgreSQL replicas too
     else:
         for name, section in SECTIONS.items():
             if not args.only or name in args.only:
