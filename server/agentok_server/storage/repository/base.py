@@ -155,4 +155,7 @@ class Database:
 def before(table: Any, after: tuple[datetime, str]) -> Any:
     """Keyset pagination, newest first: rows strictly before the page token's (created_at, id)."""
     created_at, row_id = after
-    return (table.c.created_at < created_at) | ((table.c.created_at == created_at) & (table.c.id < row_id))
+    # The same rows as `created_at < t OR (created_at = t AND id < i)`, said so that the planner seeks the
+    # (owner, created_at, id) index to t: given the OR alone, SQLite bound only owner and walked every newer row
+    # (the last page of 100,000 chats was 5x the first: make bench, history).
+    return (table.c.created_at <= created_at) & ((table.c.created_at < created_at) | (table.c.id < row_id))
