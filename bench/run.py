@@ -279,7 +279,12 @@ def run_delta(table: Table, args: argparse.Namespace) -> None:
         return
     from bench import delta_latency  # type: ignore[attr-defined,unused-ignore]
 
-    for workload, text in delta_latency.run(args):
+    try:
+        rows = delta_latency.run(args)
+    except Exception as err:  # noqa: BLE001 -- the rest of the table is still worth printing
+        table.note("streaming deltas", "-", f"failed: {type(err).__name__}: {str(err)[:200]}")
+        return
+    for workload, text in rows:
         table.note(workload, "deltas", text)
 
 

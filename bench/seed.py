@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,7 +69,19 @@ def metadata(key: str) -> tuple[tuple[str, str], ...]:
 
 
 def setup_chat(edge: str, key: str, flow: dict[str, Any], max_agent_turns: int = 0) -> tuple[str, str]:
-    """A flow and a chat of it, through the edge: (flow id, chat id)."""
+    """A flow and a chat of it, through the edge: (flow id, chat id). A just-started Envoy may not have seen its
+    key-check endpoint healthy yet (UNAVAILABLE for a moment): asked again for up to 15 s."""
+    for _ in range(30):
+        try:
+            return _setup_chat(edge, key, flow, max_agent_turns)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                raise
+            time.sleep(0.5)
+    return _setup_chat(edge, key, flow, max_agent_turns)
+
+
+def _setup_chat(edge: str, key: str, flow: dict[str, Any], max_agent_turns: int) -> tuple[str, str]:
     md = metadata(key)
     with grpc.insecure_channel(edge) as ch:
         graph = struct_pb2.Struct()
