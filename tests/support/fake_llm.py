@@ -8,7 +8,8 @@ Behaviour is chosen per request by the `model` name, so tests sharing one server
 - `fail-<status>` answers that HTTP status, with an OpenAI-style error body whose message quotes any bearer
   token it was sent (as OpenAI's "Incorrect API key provided: ..." does), so tests can check the server
   never repeats it; `failonce-<status>` does so on its first request only, then answers;
-- `malformed` answers a broken body;
+- `malformed` answers a broken body; `nostreamoptions-` refuses a request that carries `stream_options` (400),
+  as servers that predate the option do;
 - every answer carries OpenAI's `usage`, counted in words (`tokens()`): the prompt's contents, the reply's;
 - `slow-<seconds>` waits that long first; `slowonce-<seconds>` only on its first request. A wait ends early
   when the client closes the connection (a cancelled or timed-out call), which is recorded as a hang-up;
@@ -211,6 +212,10 @@ class FakeLlm:
             message = f"scripted failure; Incorrect API key provided: {token}." if token else "scripted failure"
             error = {"error": {"message": message, "type": "test"}}
             return Answer(int(status), json.dumps(error).encode(), delay)
+        if model.startswith("nostreamoptions-") and "stream_options" in body:
+            # As OpenAI-compatible servers that predate the option refuse it.
+            error = {"error": {"message": "Unrecognized request argument supplied: stream_options", "type": "test"}}
+            return Answer(400, json.dumps(error).encode(), delay)
         if model == "malformed" or model.startswith("malformed-"):
             return Answer(200, b'{"choices": "not a list"', delay)
         with self._lock:  # a failed request uses up no scripted reply: the retry gets it

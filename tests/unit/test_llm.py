@@ -77,6 +77,25 @@ async def test_a_refusal_quotes_the_provider_but_never_the_key(server: FakeLlmSe
     assert len(server.fake.requests_for(model)) == 1  # a 4xx is not retried
 
 
+async def test_a_provider_that_refuses_stream_options_is_asked_once_more_without_them(
+    server: FakeLlmServer, client: LlmClient
+) -> None:
+    model = unique_model("nostreamoptions")
+    reply = await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}])
+    assert reply.content == "hi ack"
+    first, second = server.fake.requests_for(model)
+    assert first["stream_options"] == {"include_usage": True}
+    assert second["stream"] is True and "stream_options" not in second
+    assert reply.usage is None  # the usage chunk was the option's; this provider sent none unasked
+
+
+async def test_another_400_is_not_asked_again(server: FakeLlmServer, client: LlmClient) -> None:
+    model = unique_model("fail-400")
+    with pytest.raises(LlmError, match="HTTP 400"):
+        await client.complete(_endpoint(server, model), [{"role": "user", "content": "hi"}])
+    assert len(server.fake.requests_for(model)) == 1
+
+
 def test_a_provider_message_is_one_line_truncated_and_keyless() -> None:
     long = "line one\nline two " + "x" * 2000 + f" {KEY}"
     said = _provider_says(json.dumps({"error": {"message": long}}).encode(), KEY)

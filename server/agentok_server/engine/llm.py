@@ -64,6 +64,11 @@ class _Transient(Exception):
     pass
 
 
+class _StreamOptionsRefused(Exception):
+    """A 400 that names `stream_options`: a provider (or an older API version of one) that streams but does
+    not know the usage option. Asked once more without it, rather than failing every run on that provider."""
+
+
 # How much of an error answer is read for the provider's explanation.
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -197,6 +202,24 @@ class LlmClient:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         shown = redacted(endpoint.base_url)
         try:
+            return await self._attempts_of(endpoint, body, headers, shown, tools, report, on_delta)
+        except _StreamOptionsRefused:
+            # Its usage then comes only if the provider sends it unasked; the reply is the same.
+            body.pop("stream_options")
+            return await self._attempts_of(endpoint, body, headers, shown, tools, report, on_delta)
+
+    async def _attempts_of(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        shown: str,
+        tools: list[dict[str, Any]] | None,
+        report: _Report,
+        on_delta: OnDelta | None,
+    ) -> ModelReply:
+        """The request made (and retried while transient) until it is answered; the reply read off it."""
+        try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential(multiplier=0.1, max=2),
@@ -210,7 +233,9 @@ class LlmClient:
                     async with self._http.stream(
                         "POST", endpoint.base_url, suffix="/chat/completions", json=body, headers=headers
                     ) as response:
-                        answer = await self._answer(response, endpoint, shown, report, on_text)
+                        answer = await self._answer(
+                            response, endpoint, shown, report, on_text, "stream_options" in body
+                        )
         except EgressRefused as exc:
             report.outcome = ModelCallOutcome.NOT_ALLOWED
             raise LlmError(f"model endpoint {shown} is not allowed: {exc}") from None
@@ -243,6 +268,7 @@ class LlmClient:
         shown: str,
         report: _Report,
         on_text: Callable[[str], None] | None,
+        asked_stream_options: bool,
     ) -> Any:
         """One attempt's answer, read off the open response; raises _Transient for what is worth a retry."""
         if response.status_code == 429 or response.status_code >= 500:
@@ -255,6 +281,8 @@ class LlmClient:
         if response.status_code >= 400:
             report.outcome = ModelCallOutcome.REFUSED
             reason = await _http_failure(response, endpoint.api_key)
+            if asked_stream_options and response.status_code == 400 and "stream_options" in reason:
+                raise _StreamOptionsRefused
             raise LlmError(f"model endpoint {shown} refused the request: {reason}")
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         streamed = response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
