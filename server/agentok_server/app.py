@@ -136,7 +136,11 @@ async def build_app(settings: Settings) -> App:
     metrics = Metrics()
     egress = EgressPolicy(settings.egress_allowed_hosts, server_urls=[settings.llm_base_url])
     llm = LlmClient(
-        timeout=settings.llm_timeout_seconds, attempts=settings.llm_attempts, egress=egress, observer=metrics
+        timeout=settings.llm_timeout_seconds,
+        attempts=settings.llm_attempts,
+        deadline=settings.llm_call_deadline_seconds,
+        egress=egress,
+        observer=metrics,
     )
     executor = CodeExecutor(
         timeout_seconds=settings.code_execution_timeout_seconds, output_limit=settings.code_execution_output_limit

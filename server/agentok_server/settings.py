@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_timeout_seconds: float = 60.0
     llm_attempts: int = Field(default=3, ge=1)
+    # The most one model call may take, its retries and a streamed answer included: the timeout above is per
+    # read, so a provider that sends a byte now and then (a tenant's URL may be anything) would otherwise hold
+    # the run, and its slot in the owner's concurrent runs, for ever.
+    llm_call_deadline_seconds: float = Field(default=600.0, gt=0)
     # Hosts a tenant's URL (a flow's llm_config.base_url) may reach although they are not public addresses
     # (loopback, private, link-local, metadata ...): comma-separated `host` or `host:port`. The host:port of
     # llm_base_url is always allowed. Enforced by engine/egress.py.

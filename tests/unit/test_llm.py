@@ -96,6 +96,18 @@ async def test_another_400_is_not_asked_again(server: FakeLlmServer, client: Llm
     assert len(server.fake.requests_for(model)) == 1
 
 
+async def test_a_call_that_streams_past_its_deadline_ends_though_every_read_is_quick(server: FakeLlmServer) -> None:
+    # Each chunk comes well within the per-read timeout (10 s); the whole call may take 0.5 s.
+    client = LlmClient(timeout=10, attempts=3, deadline=0.5, egress=EgressPolicy(server_urls=[server.base_url]))
+    model = unique_model("drip-0.2")
+    try:
+        with pytest.raises(LlmError, match=r"took longer than 0\.5 seconds"):
+            await client.complete(_endpoint(server, model), [{"role": "user", "content": "one two three four five"}])
+    finally:
+        await client.aclose()
+    assert len(server.fake.requests_for(model)) == 1  # a deadline is not retried
+
+
 def test_a_provider_message_is_one_line_truncated_and_keyless() -> None:
     long = "line one\nline two " + "x" * 2000 + f" {KEY}"
     said = _provider_says(json.dumps({"error": {"message": long}}).encode(), KEY)

@@ -119,10 +119,17 @@ class LlmClient:
     resolve elsewhere by now."""
 
     def __init__(
-        self, *, timeout: float, attempts: int, egress: EgressPolicy, observer: Observer = NO_OBSERVER
+        self,
+        *,
+        timeout: float,
+        attempts: int,
+        egress: EgressPolicy,
+        observer: Observer = NO_OBSERVER,
+        deadline: float = 600.0,
     ) -> None:
         self._http = EgressClient(egress, timeout=timeout)
         self._attempts = attempts
+        self._deadline = deadline
         self._observer = observer
 
     async def aclose(self) -> None:
@@ -158,7 +165,13 @@ class LlmClient:
         report = _Report()
         started = time.perf_counter()
         try:
-            return await self._request(endpoint, messages, tools, report, on_delta)
+            async with asyncio.timeout(self._deadline):
+                return await self._request(endpoint, messages, tools, report, on_delta)
+        except TimeoutError:
+            report.outcome = ModelCallOutcome.TIMEOUT
+            raise LlmError(
+                f"model endpoint {redacted(endpoint.base_url)} took longer than {self._deadline:g} seconds"
+            ) from None
         except asyncio.CancelledError:  # the run was stopped mid call
             report.outcome = ModelCallOutcome.CANCELLED
             raise
