@@ -7,13 +7,15 @@
 
 The toy model: offered tools, it calls the first one, its first parameter set to the last user message; given
 a tool's result, it answers with it and TERMINATE (Agentok's user proxies end on that word); otherwise it
-echoes. Not part of the service; the tests use their own fakes (tests/support/fake_llm.py, fake_tools.py).
+echoes. Asked to stream, it writes its answer a word at a time; it reports usage counted in words.
+Not part of the service; the tests use their own fakes (tests/support/fake_llm.py, fake_tools.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,13 +43,53 @@ def search_answer(body: dict[str, Any]) -> dict[str, Any]:
     return {"results": [f"Sunny and 21 degrees, as asked: {question}"], "call_id": body.get("call_id")}
 
 
+def usage(body: dict[str, Any], reply: dict[str, Any]) -> dict[str, int]:
+    """Tokens counted as words: enough to show a chat's usage and a token budget at work."""
+    prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+    completion = len(str(reply.get("content") or "").split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def stream_reply(handler: BaseHTTPRequestHandler, body: dict[str, Any], reply: dict[str, Any]) -> None:
+    """OpenAI's server-sent chunks: the text a word at a time (a pause between, so a watcher sees it being
+    written), tool calls in one chunk, then the usage when asked for and [DONE]."""
+    handler.send_response(200)
+    handler.send_header("content-type", "text/event-stream")
+    handler.end_headers()
+
+    def send(chunk: dict[str, Any]) -> None:
+        handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        handler.wfile.flush()
+
+    def delta(part: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": part, "finish_reason": finish}
+        return {"id": "demo", "object": "chat.completion.chunk", "choices": [choice]}
+
+    if reply.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(reply["tool_calls"])]
+        send(delta({"role": "assistant", "tool_calls": calls}, "tool_calls"))
+    else:
+        words = str(reply.get("content") or "").split(" ")
+        for i, word in enumerate(words):
+            send(delta({"content": word if i == 0 else " " + word}))
+            time.sleep(0.05)
+        send(delta({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        send({"id": "demo", "object": "chat.completion.chunk", "choices": [], "usage": usage(body, reply)})
+    handler.wfile.write(b"data: [DONE]\n\n")
+
+
 def serve(port: int, answer: Any, wrap: bool) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
             out = answer(body)
+            if wrap and body.get("stream"):
+                stream_reply(self, body, out)
+                return
             if wrap:
-                out = {"id": "demo", "object": "chat.completion", "choices": [{"index": 0, "message": out}]}
+                choices = [{"index": 0, "message": out}]
+                out = {"id": "demo", "object": "chat.completion", "choices": choices, "usage": usage(body, out)}
             data = json.dumps(out).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
