@@ -48,22 +48,27 @@ def rss_kib(pid: int) -> int:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds one process has used (its threads included)."""
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU seconds one process has used (its threads included) and, if asked, that of its
+    children which have exited and been waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])
+    return used / _TICK
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU seconds of every PostgreSQL process on the machine (backends come and go with connections, so the
-    figure is a difference over a run in which nothing else uses PostgreSQL much)."""
+    """CPU seconds of every PostgreSQL process on the machine, over a run in which nothing else uses PostgreSQL
+    much. Backends come and go with connections: one that ended is counted in the postmaster's reaped
+    children, or the difference over a run could come out negative."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() == "postgres":
-                total += cpu_seconds(int(entry.name))
+                total += cpu_seconds(int(entry.name), reaped_children=True)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return total
