@@ -6,9 +6,6 @@ wait_for_human_input --SendInput--> running --(run ends)--> completed | error
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -45,6 +42,7 @@ from .model import (
 from .ports import ChatsAndFlows, RunLimitReached, StepResult
 from .runs import IN_RUN, SYSTEM, RunManager
 from .text import check_text, is_clean_text
+from .watching import ChatStreams
 
 MAX_INPUT_TIMEOUT_SECONDS = 366 * 86400
 # What a SendMessage refused for too many runs in progress is told (RetryInfo): runs that need no person end
@@ -74,11 +72,7 @@ class ChatService:
         self._repo = repo
         self._hub = hub
         self._runs = runs
-        self._keepalive = keepalive_seconds
-        # Per chat, when its stored last seq was last read for a watcher's keep-alive, and what it was: the
-        # chat's watchers share one read a second instead of two each (10,000 watchers made 1,300 reads a second
-        # at the 15 s keep-alive, and slowed every other call).
-        self._stored_seq: dict[str, tuple[float, int]] = {}
+        self._streams = ChatStreams(repo, hub, keepalive_seconds=keepalive_seconds)
 
     @classmethod
     def from_settings(cls, repo: ChatsAndFlows, hub: EventHub, runs: RunManager, settings: Settings) -> ChatService:
@@ -381,65 +375,7 @@ class ChatService:
         if after_seq < 0:
             raise invalid_field("after_seq", "must not be negative")
         await self._get(owner, chat_id)
-        return self._watch(owner, chat_id, after_seq, until_finished, deltas)
-
-    async def _stored_last_seq(self, owner: str, chat_id: str) -> int | None:
-        """The chat's stored last seq, read at most once a second for all its watchers; None if it is gone."""
-        now = time.monotonic()
-        known = self._stored_seq.get(chat_id)
-        if known is not None and now - known[0] < 1.0:
-            return known[1]
-        chat = await self._repo.get_chat(owner, chat_id)
-        if chat is None:
-            return None
-        if len(self._stored_seq) >= 10_000:
-            self._stored_seq.clear()
-        self._stored_seq[chat_id] = (now, chat.last_seq)
-        return chat.last_seq
-
-    async def _watch(
-        self, owner: str, chat_id: str, after_seq: int, until_finished: bool, deltas: bool
-    ) -> AsyncIterator[ChatEvent]:
-        with self._hub.subscribe(chat_id, deltas=deltas) as sub:
-            last = after_seq
-            pending = await self._repo.events_after(chat_id, after_seq)
-            exists_checked = False
-            while True:
-                for item in pending:
-                    if item.seq <= last:
-                        continue
-                    yield item
-                    last = item.seq
-                    if until_finished and _ends_run(item):
-                        return
-                if not exists_checked:
-                    exists_checked = True
-                    if await self._repo.get_chat(owner, chat_id) is None:  # deleted before we subscribed
-                        yield ChatEvent(chat_id=chat_id, seq=last + 1, time=datetime.now(UTC), kind=EventKind.DELETED)
-                        return
-                event: ChatEvent | None
-                try:
-                    async with asyncio.timeout(self._keepalive):
-                        event = await sub.queue.get()
-                except TimeoutError:
-                    # Quiet: events committed elsewhere whose notification never came are in storage.
-                    stored = await self._stored_last_seq(owner, chat_id)
-                    pending = await self._repo.events_after(chat_id, last) if stored is None or stored > last else []
-                    if not pending:
-                        yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.KEEPALIVE)
-                    continue
-                if event is None:  # the server is shutting down: say so, so the client reconnects
-                    yield ChatEvent(chat_id=chat_id, seq=last, time=datetime.now(UTC), kind=EventKind.SHUTDOWN)
-                    return
-                if event.kind is EventKind.DELETED:
-                    yield event
-                    return
-                if event.kind is EventKind.DELTA:  # no seq of its own: it carries this watcher's latest
-                    yield dataclasses.replace(event, seq=last)
-                    pending = []
-                    continue
-                # A gap (events reach this process in commit order only per replica): fill it from storage.
-                pending = await self._repo.events_after(chat_id, last) if event.seq > last + 1 else [event]
+        return self._streams.follow(owner, chat_id, after_seq, until_finished=until_finished, deltas=deltas)
 
 
 def _chat_bytes(chat: Chat) -> int:
@@ -451,7 +387,3 @@ def _message_bytes(message: Message) -> int:
     text += [part for c in message.tool_calls for part in (c.call_id, c.name, c.arguments)]
     text += [part for r in message.tool_responses for part in (r.call_id, r.content)]
     return 256 + sum(len(part.encode()) for part in text)
-
-
-def _ends_run(event: ChatEvent) -> bool:
-    return event.status is not None and event.status.status in (ChatStatus.COMPLETED, ChatStatus.ERROR)

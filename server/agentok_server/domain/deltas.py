@@ -6,6 +6,8 @@ follows carries the whole text."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from .events import EventHub
@@ -67,3 +69,28 @@ class DeltaWriter:
         """flush, then wait until the relay has passed every delta on."""
         self.flush()
         await self._hub.deltas_relayed()
+
+
+@asynccontextmanager
+async def reply_deltas(
+    hub: EventHub, chat_id: str, draft_id: str, sender: str
+) -> AsyncIterator[Callable[[int, str], None]]:
+    """The callback a model call tells each piece of its reply, with its attempt (1 first; a retried call
+    writes its reply again, under a draft of its own), and, once the call is over, its last deltas sent
+    (to this replica's watchers and the relay) before the reply is journaled."""
+    writers: dict[int, DeltaWriter] = {}
+
+    def on_delta(attempt: int, text: str) -> None:
+        if attempt not in writers:
+            name = draft_id if attempt == 1 else f"{draft_id}.{attempt}"
+            writers[attempt] = DeltaWriter(hub, chat_id, name, sender)
+        writers[attempt].write(text)
+
+    try:
+        yield on_delta
+    finally:
+        for writer in writers.values():
+            writer.flush()
+    # Only for a reply that will be stored: a stopped call does not wait for the relay.
+    if writers:
+        await hub.deltas_relayed()

@@ -28,7 +28,7 @@ from ..engine.llm import Endpoint, LlmError, OnDelta, resolve_endpoint
 from ..engine.tool_calls import ModelReply, ToolDef, ToolSet
 from ..settings import Settings
 from . import tool_steps
-from .deltas import DeltaWriter
+from .deltas import reply_deltas
 from .events import EventHub
 from .metrics import NO_OBSERVER, Observer, RunOutcome
 from .model import (
@@ -43,9 +43,9 @@ from .model import (
     ToolCall,
     ToolKind,
     ToolResult,
-    Usage,
 )
 from .ports import CodeRunner, ModelClient, RunStore, StepItem, ToolRunner
+from .run_usage import TokenMeter
 from .text import storable
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,7 @@ class Run:
         # run is unlimited. New chats are held to it when created (ChatService.create).
         limit = ctx.settings.max_agent_turns_limit
         self._max_agent_turns = min(chat.budget.max_agent_turns or limit, limit)
-        # Tokens the run's model calls used, live or replayed (their usage is journaled with their replies),
-        # and each agent's not yet on a stored message of its own.
-        self._tokens = 0
-        self._unsaid: dict[str, Usage] = {}
+        self._tokens = TokenMeter(chat.budget.max_tokens_per_run)
         self._spec = spec
         self.replay = deque(journal)
         # Journal entries consumed or written so far: where an answer given on another replica will be.
@@ -279,52 +276,27 @@ class Run:
             self._agent_turns += 1
             # The usage of the agent's model calls since its last message goes on this one (popped while
             # replaying too, so the next message gets the same as it did live).
-            if (used := self._unsaid.pop(message.sender, None)) is not None:
+            if (used := self._tokens.take(message.sender)) is not None:
                 message = dataclasses.replace(message, usage=used)
         if await self._replayed("say") is not None:
             return
         await self._step([message], journal=[JournalEntry("say")])
 
     def _within_tokens(self) -> None:
-        """Before each model call: a run that used its token budget makes no more (the reply that passed it
-        was paid for, and is kept)."""
-        limit = self._budget.max_tokens_per_run
-        if limit and self._tokens >= limit:
-            raise RunEnded(f"The run ended: its budget of {limit} tokens was reached ({self._tokens} used).")
-
-    def _spent(self, agent: AgentSpec, used: Usage | None) -> None:
-        if used is None:
-            return
-        self._tokens += used.tokens
-        self._unsaid[agent.name] = self._unsaid.get(agent.name, Usage()) + used
+        if (reason := self._tokens.exhausted()) is not None:
+            raise RunEnded(reason)
 
     @asynccontextmanager
     async def _streamed(self, agent: AgentSpec) -> AsyncIterator[OnDelta | None]:
-        """The model client's delta callback for `agent`'s reply, and, once the call is over, its last delta
-        sent (to this replica's watchers and the relay) before the reply is journaled. A group manager's
-        calls (speaker selection) stream nothing: they never become a message."""
+        """The model client's delta callback for `agent`'s reply. A group manager's calls (speaker selection)
+        stream nothing: they never become a message."""
         if agent.kind == GROUP_TYPE:
             yield None
             return
         # Stable on every replica and across restarts: the journal step the reply will be stored at.
         draft = f"{self.run_no}.{self.steps + len(self._carry) + 1}"
-        writers: dict[int, DeltaWriter] = {}
-
-        def on_delta(attempt: int, text: str) -> None:
-            # A retried call writes its reply again: under a draft of its own.
-            if attempt not in writers:
-                name = draft if attempt == 1 else f"{draft}.{attempt}"
-                writers[attempt] = DeltaWriter(self._ctx.hub, self.chat_id, name, agent.name)
-            writers[attempt].write(text)
-
-        try:
+        async with reply_deltas(self._ctx.hub, self.chat_id, draft, agent.name) as on_delta:
             yield on_delta
-        finally:
-            for writer in writers.values():
-                writer.flush()
-        # Only for a reply that will be stored: a stopped call does not wait for the relay.
-        if writers:
-            await self._ctx.hub.deltas_relayed()
 
     def _model(self) -> Endpoint:
         if self._endpoint is None:
@@ -338,14 +310,14 @@ class Run:
         self._within_tokens()
         entry = await self._replayed("llm")
         if entry is not None:
-            self._spent(agent, entry.usage)
+            self._tokens.spent(agent.name, entry.usage)
             return entry.value or ""
         async with self._streamed(agent) as on_delta:
             reply = await self._ctx.llm.complete(self._model(), messages, on_delta=on_delta)
         # Replaced before it is journaled, so a replay feeds the engine exactly what the live run saw.
         text = storable(reply.content)
         await self._step([], journal=[JournalEntry("llm", text, reply.usage)])
-        self._spent(agent, reply.usage)
+        self._tokens.spent(agent.name, reply.usage)
         return text
 
     async def propose(
@@ -354,7 +326,7 @@ class Run:
         self._within_tokens()
         entry = await self._replayed(tool_steps.PROPOSE)
         if entry is not None:
-            self._spent(agent, entry.usage)
+            self._tokens.spent(agent.name, entry.usage)
             return tool_steps.decode_reply(entry.value)
         async with self._streamed(agent) as on_delta:
             proposed = await self._ctx.llm.propose(self._model(), messages, tools, on_delta=on_delta)
@@ -362,7 +334,7 @@ class Run:
         # Journaled before any call runs: a call made again after a restart keeps its call_id.
         encoded = tool_steps.encode_reply(reply)
         await self._step([], journal=[JournalEntry(tool_steps.PROPOSE, encoded, proposed.usage)])
-        self._spent(agent, proposed.usage)
+        self._tokens.spent(agent.name, proposed.usage)
         return reply
 
     async def run_tools(self, agent: AgentSpec, calls: list[tuple[ToolCall, ToolDef]]) -> list[ToolResult]:
